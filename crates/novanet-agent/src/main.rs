@@ -1,0 +1,2 @@
+//! The node daemon: sources -> model -> dataplane; gRPC on a unix socket.
+fn main() {}

@@ -1,0 +1,27 @@
+//! Map keys, map values and constants shared by NovaNet's eBPF programs and its userspace.
+//!
+//! Invariants:
+//! - Every type here is `#[repr(C)]`, has explicit padding fields, and a `const` size assert: the eBPF
+//!   object and the agent must agree byte for byte, and a pinned map outlives any one agent binary.
+//!   **Do not change the offset of an existing field**; add fields only at the end, into padding, or
+//!   in a new map version.
+//! - Addresses are stored in network byte order (as they sit in the packet), so the datapath never swaps.
+//! - `no_std`, no allocation: this crate is compiled for `bpfel-unknown-none` too.
+#![no_std]
+
+pub mod maps;
+
+pub use maps::*;
+
+/// Directory under the bpffs root where NovaNet pins its maps and programs.
+pub const PIN_DIR: &str = "novanet";
+
+/// The link-local gateway every pod routes through. Each pod has a permanent neighbour entry for it that
+/// points at the MAC of its host-side veth, so pods never ARP for their gateway.
+pub const GATEWAY_V4: [u8; 4] = [169, 254, 1, 1];
+
+/// Maximum number of local endpoints one node can hold in its eBPF maps.
+pub const MAX_ENDPOINTS: u32 = 65_536;
+
+/// Security identity of an endpoint that has not been given one yet (the policy issue fills this in).
+pub const IDENTITY_UNKNOWN: u32 = 0;

@@ -1,0 +1,2 @@
+//! novanetctl: the NovaNet command-line client of the agent.
+fn main() {}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything NovaNet's build, lab and tests need, idempotently, on a fresh Debian 12 machine.
+# Usage: scripts/setup.sh            (build + light lab + tests)
+#        scripts/setup.sh --k8s      (also the Kubernetes tooling from tools/)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/env.sh"
+
+need_pkgs=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev \
+         protobuf-compiler iproute2 iputils-ping iperf3 sockperf bpftool util-linux procps jq; do
+  have_pkg "$p" || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! "$NOVANET_TOOLS/bin/bpf-linker" --version 2>/dev/null | grep -q '^bpf-linker 0.13'; then
+  echo "setup: building bpf-linker 0.13 against LLVM 22" >&2
+  PATH=/usr/lib/llvm-22/bin:$PATH cargo install --locked bpf-linker --version '^0.13' \
+    --no-default-features --features llvm-22 --root "$NOVANET_TOOLS" >&2
+fi
+
+if [ "${1:-}" = "--k8s" ]; then
+  "$here/tools/build.sh"
+fi
