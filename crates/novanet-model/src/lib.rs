@@ -1,1 +1,12 @@
-//! Pure logic with no IO: IPAM, endpoint table; later identities, policy and services.
+//! Pure node-local logic with no IO: address management and the endpoint table. Identities, the policy
+//! compiler and service tables join here later, with the same rule.
+//!
+//! Architecture invariant: nothing in this crate touches the network, files, clocks or the kernel. The
+//! agent persists [`EndpointTable`] through its serde form and mirrors it into eBPF maps; tests here
+//! exercise every rule without either.
+
+pub mod endpoints;
+pub mod ipam;
+
+pub use endpoints::{Added, AttachmentId, PersistedTable, Endpoint, EndpointTable, NewEndpoint, PodRef, TableError};
+pub use ipam::{Ipam, IpamError};
