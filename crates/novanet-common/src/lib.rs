@@ -16,6 +16,10 @@ pub use maps::*;
 /// Directory under the bpffs root where NovaNet pins its maps and programs.
 pub const PIN_DIR: &str = "novanet";
 
+/// Name of the tc program on the host side of each pod's veth (ingress = frames from the pod). It is also
+/// the name of its pin under [`PIN_DIR`] and of its tc filter.
+pub const POD_INGRESS_PROG: &str = "novanet_pod_ingress";
+
 /// The link-local gateway every pod routes through. Each pod has a permanent neighbour entry for it that
 /// points at the MAC of its host-side veth, so pods never ARP for their gateway.
 pub const GATEWAY_V4: [u8; 4] = [169, 254, 1, 1];

@@ -14,6 +14,18 @@ pub struct EndpointKey {
 }
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
 
+impl EndpointKey {
+    /// The key of an IPv4 address given as its octets (`Ipv4Addr::octets()`), in network byte order.
+    pub const fn from_octets(octets: [u8; 4]) -> Self {
+        EndpointKey { ip: u32::from_ne_bytes(octets) }
+    }
+
+    /// The address octets of this key (`Ipv4Addr::from(key.octets())`).
+    pub const fn octets(self) -> [u8; 4] {
+        self.ip.to_ne_bytes()
+    }
+}
+
 /// Value of [`ENDPOINTS_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,20 @@
 //! Local NovaNet clusters made of network namespaces: the light lab (nodes and pods are namespaces, pods
-//! wired by the real `novanet-cni`), used by `novanet lab`, the integration tests and the benchmarks.
+//! wired by the real `novanet-cni` exactly as a runtime calls it, a real `novanet-agent` per node), used
+//! by `novanet lab`, the integration tests and the benchmarks.
 //!
 //! Invariant: everything the lab creates carries the lab's unique prefix and is recorded in its state
-//! directory, so `down` (or a test guard's `Drop`) removes all of it, even after a failure.
+//! file before the next step, so `down` (or a test guard's `Drop`) removes all of it, even after a failure.
+//! Nothing is created in the root network namespace: interfaces are made inside lab namespaces.
 
+pub mod binaries;
+pub mod controlplane;
+pub mod lab;
 pub mod netns;
+pub mod node;
+pub mod pod;
+pub mod process;
+pub mod spec;
+pub mod state;
+
+pub use lab::{Lab, LabError};
+pub use spec::{LabSpec, NodeSpec, PodSpec};

@@ -1,1 +1,147 @@
-fn main() {}
+//! `novanet`: the NovaNet command for local labs.
+//!
+//! `novanet lab up -f examples/quickstart.yaml` builds a cluster of network namespaces with a real agent
+//! per node and pods wired by the real CNI plugin; `status`, `exec`, `probe` and `down` work on it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use novanet_lab::state::LabState;
+use novanet_lab::{Lab, LabSpec};
+
+#[derive(Parser)]
+#[command(name = "novanet", version, about = "NovaNet: eBPF networking for Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Local clusters made of network namespaces.
+    #[command(subcommand)]
+    Lab(LabCmd),
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build a lab from a YAML file of Kubernetes objects (Nodes with pod CIDRs, Pods with nodeName).
+    Up {
+        #[arg(short = 'f', long, default_value = "examples/quickstart.yaml")]
+        file: PathBuf,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Nodes, agents and pods of a lab.
+    Status {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Run a command inside a pod's network namespace.
+    Exec {
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// `name` or `namespace/name`.
+        pod: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Ping every pod from every pod and print the matrix.
+    Probe {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Remove every namespace, process, pin and file of the lab.
+    Down {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List labs on this machine.
+    List,
+}
+
+fn status(lab: &Lab) {
+    println!("lab {} (prefix {}, underlay {})", lab.state.name, lab.state.prefix,
+        lab.state.underlay_cidr.map(|c| c.to_string()).unwrap_or_default());
+    println!("{:<12} {:<16} {:<16} {:<8} {:<10} {}", "NODE", "UNDERLAY IP", "POD CIDR", "AGENT", "ENDPOINTS", "PIN DIR");
+    for n in &lab.state.nodes {
+        let (agent, endpoints, pins) = match novanet_lab::node::agent_status(&n.socket()) {
+            Ok(s) => ("ready".to_string(), s.endpoints.to_string(), s.pin_dir),
+            Err(e) => (format!("down ({e})"), "-".into(), "-".into()),
+        };
+        println!("{:<12} {:<16} {:<16} {:<8} {:<10} {}", n.name, n.underlay_ip, n.pod_cidr, agent, endpoints, pins);
+    }
+    println!();
+    println!("{:<28} {:<12} {:<16} {}", "POD", "NODE", "IP", "NETNS");
+    for p in &lab.state.pods {
+        println!("{:<28} {:<12} {:<16} {}", p.key(), p.node, p.ip.map(|i| i.to_string()).unwrap_or("-".into()), p.netns);
+    }
+}
+
+fn probe(lab: &Lab) -> anyhow::Result<bool> {
+    let pods = &lab.state.pods;
+    let mut ok = true;
+    println!("ping matrix (row pings column):");
+    print!("{:<16}", "");
+    for p in pods {
+        print!(" {:<14}", p.name);
+    }
+    println!();
+    for from in pods {
+        print!("{:<16}", from.name);
+        for to in pods {
+            let Some(ip) = to.ip else { continue };
+            let reached = lab
+                .pod_command(&from.key(), "ping")?
+                .args(["-c", "1", "-W", "2", &ip.to_string()])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            ok &= reached;
+            print!(" {:<14}", if reached { "ok" } else { "FAIL" });
+        }
+        println!();
+    }
+    Ok(ok)
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+    ).init();
+    let Top::Lab(cmd) = Cli::parse().command;
+    match cmd {
+        LabCmd::Up { file, name } => {
+            let spec = LabSpec::load(&file).with_context(|| format!("reading {}", file.display()))?;
+            let lab = Lab::up(&name, &spec).with_context(|| format!("bringing up lab {name}"))?;
+            status(&lab);
+            println!();
+            let ok = probe(&lab)?;
+            println!("\nlab {name} is up. Try: novanet lab exec --name {name} <pod> -- ping <ip>; novanet lab down --name {name}");
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        LabCmd::Status { name } => status(&Lab::load(&name)?),
+        LabCmd::Exec { name, pod, command } => {
+            let lab = Lab::load(&name)?;
+            let (program, args) = command.split_first().context("a command is required")?;
+            let st = lab.pod_command(&pod, program)?.args(args).status().context("running the command")?;
+            return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
+        }
+        LabCmd::Probe { name } => {
+            let ok = probe(&Lab::load(&name)?)?;
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        LabCmd::Down { name } => {
+            Lab::load(&name)?.down()?;
+            println!("lab {name} removed");
+        }
+        LabCmd::List => {
+            for name in LabState::list() {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

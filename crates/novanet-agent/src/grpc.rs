@@ -1,0 +1,216 @@
+//! The agent's gRPC service on its unix socket: endpoint lifecycle for the CNI plugin, status and listings
+//! for the CLI. Handlers hold the endpoint lock only on a blocking thread, never on a tokio worker.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use novanet_api::v1::agent_server::{Agent, AgentServer};
+use novanet_api::v1::{self as api};
+use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, TableError};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::endpoint_manager::{EndpointError, EndpointManager};
+
+/// Facts about the node that the status call reports.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_name: String,
+    pub source: String,
+    pub mtu: u32,
+    pub notices: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AgentService {
+    manager: Arc<Mutex<EndpointManager>>,
+    node: Arc<NodeInfo>,
+}
+
+impl AgentService {
+    pub fn new(manager: Arc<Mutex<EndpointManager>>, node: NodeInfo) -> Self {
+        AgentService { manager, node: Arc::new(node) }
+    }
+
+    /// Runs `f` with the endpoint manager on a blocking thread.
+    async fn with_manager<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut EndpointManager) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let manager = self.manager.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = manager.lock().map_err(|_| Status::internal("endpoint state lock poisoned"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("endpoint task failed: {e}")))?
+    }
+}
+
+fn attachment(a: Option<api::Attachment>) -> Result<AttachmentId, Status> {
+    let a = a.ok_or_else(|| Status::invalid_argument("attachment is required"))?;
+    if a.container_id.is_empty() || a.ifname.is_empty() {
+        return Err(Status::invalid_argument("attachment needs container_id and ifname"));
+    }
+    Ok(AttachmentId { container_id: a.container_id, ifname: a.ifname })
+}
+
+fn mac(bytes: &[u8], what: &str) -> Result<[u8; 6], Status> {
+    bytes.try_into().map_err(|_| Status::invalid_argument(format!("{what} must be 6 bytes, got {}", bytes.len())))
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn to_status(e: EndpointError) -> Status {
+    match e {
+        EndpointError::Table(TableError::Ipam(novanet_model::IpamError::Exhausted { .. })) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        EndpointError::Table(_) => Status::failed_precondition(e.to_string()),
+        EndpointError::Dataplane(_) | EndpointError::Persist(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn to_api(ep: &Endpoint) -> api::Endpoint {
+    api::Endpoint {
+        attachment: Some(api::Attachment {
+            container_id: ep.attachment.container_id.clone(),
+            ifname: ep.attachment.ifname.clone(),
+        }),
+        pod: Some(api::PodRef { name: ep.pod.name.clone(), namespace: ep.pod.namespace.clone(), uid: ep.pod.uid.clone() }),
+        ip: ep.ip.to_string(),
+        host_ifname: ep.host_ifname.clone(),
+        pod_mac: format_mac(&ep.pod_mac),
+        host_ifindex: novanet_dataplane::ifindex(&ep.host_ifname).unwrap_or(0),
+        netns: ep.netns.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn add_endpoint(&self, req: Request<api::AddEndpointRequest>) -> Result<Response<api::AddEndpointResponse>, Status> {
+        let req = req.into_inner();
+        let pod = req.pod.unwrap_or_default();
+        if req.host_ifname.is_empty() {
+            return Err(Status::invalid_argument("host_ifname is required"));
+        }
+        let new = NewEndpoint {
+            attachment: attachment(req.attachment)?,
+            pod: PodRef { namespace: pod.namespace, name: pod.name, uid: pod.uid },
+            netns: req.netns,
+            host_ifname: req.host_ifname,
+            host_mac: mac(&req.host_mac, "host_mac")?,
+            pod_mac: mac(&req.pod_mac, "pod_mac")?,
+        };
+        let mtu = self.node.mtu;
+        let (ep, prefix_len) = self
+            .with_manager(move |m| {
+                let prefix = m.table().ipam().cidr().prefix_len();
+                m.add(new).map(|ep| (ep, prefix)).map_err(to_status)
+            })
+            .await?;
+        let gw = novanet_common::GATEWAY_V4;
+        Ok(Response::new(api::AddEndpointResponse {
+            ip: ep.ip.to_string(),
+            prefix_len: u32::from(prefix_len),
+            gateway: std::net::Ipv4Addr::from(gw).to_string(),
+            mtu,
+        }))
+    }
+
+    async fn del_endpoint(&self, req: Request<api::DelEndpointRequest>) -> Result<Response<api::DelEndpointResponse>, Status> {
+        let id = attachment(req.into_inner().attachment)?;
+        let removed = self.with_manager(move |m| m.remove(&id).map_err(to_status)).await?;
+        Ok(Response::new(api::DelEndpointResponse {
+            released: removed.is_some(),
+            host_ifname: removed.map(|ep| ep.host_ifname).unwrap_or_default(),
+        }))
+    }
+
+    async fn check_endpoint(&self, req: Request<api::CheckEndpointRequest>) -> Result<Response<api::CheckEndpointResponse>, Status> {
+        let id = attachment(req.into_inner().attachment)?;
+        self.with_manager(move |m| {
+            Ok(Response::new(match m.table().get(&id).cloned() {
+                Some(ep) => api::CheckEndpointResponse {
+                    present: true,
+                    ip: ep.ip.to_string(),
+                    host_ifname: ep.host_ifname.clone(),
+                    datapath_ok: m.datapath_ok(&ep),
+                },
+                None => api::CheckEndpointResponse::default(),
+            }))
+        })
+        .await
+    }
+
+    async fn garbage_collect(&self, req: Request<api::GarbageCollectRequest>) -> Result<Response<api::GarbageCollectResponse>, Status> {
+        let valid = req
+            .into_inner()
+            .valid
+            .into_iter()
+            .map(|a| attachment(Some(a)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let released = self.with_manager(move |m| m.garbage_collect(&valid).map_err(to_status)).await?;
+        Ok(Response::new(api::GarbageCollectResponse { released: released.iter().map(to_api).collect() }))
+    }
+
+    async fn status(&self, _req: Request<api::StatusRequest>) -> Result<Response<api::StatusResponse>, Status> {
+        let node = self.node.clone();
+        self.with_manager(move |m| {
+            let ipam = m.table().ipam();
+            let counters = m
+                .dataplane()
+                .counters()
+                .map_err(|e| Status::internal(format!("reading counters: {e}")))?
+                .into_iter()
+                .map(|(c, v)| api::Counter { name: c.name().to_string(), packets: v.packets, bytes: v.bytes })
+                .collect();
+            Ok(Response::new(api::StatusResponse {
+                ready: true,
+                node_name: node.node_name.clone(),
+                pod_cidr: ipam.cidr().to_string(),
+                endpoints: m.table().len() as u32,
+                pool_size: ipam.size(),
+                pool_used: ipam.used(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                counters,
+                pin_dir: m.dataplane().pin_dir().display().to_string(),
+                source: node.source.clone(),
+                notices: node.notices.clone(),
+            }))
+        })
+        .await
+    }
+
+    async fn list_endpoints(&self, _req: Request<api::ListEndpointsRequest>) -> Result<Response<api::ListEndpointsResponse>, Status> {
+        self.with_manager(|m| Ok(Response::new(api::ListEndpointsResponse { endpoints: m.table().iter().map(to_api).collect() })))
+            .await
+    }
+}
+
+/// Binds the unix socket (replacing a stale one left by a previous agent) and serves until `shutdown`.
+pub async fn serve(
+    service: AgentService,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", socket.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), "serving the agent API");
+    tonic::transport::Server::builder()
+        .add_service(AgentServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("agent API server")?;
+    Ok(())
+}

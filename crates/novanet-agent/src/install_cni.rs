@@ -1,0 +1,93 @@
+//! `novanet-agent install-cni`: what the DaemonSet's init container (and the lab) runs to put the CNI
+//! plugin and its conflist on a node. Both files are written atomically (temp file + rename), so a
+//! runtime never sees half a binary or half a config.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Name of the conflist file; the `10-` prefix makes runtimes prefer it over later files.
+pub const CONFLIST_NAME: &str = "10-novanet.conflist";
+/// Name of the plugin binary, which is also its `type` in the conflist.
+pub const PLUGIN_NAME: &str = "novanet-cni";
+
+pub struct InstallCni {
+    pub plugin_source: PathBuf,
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub socket: PathBuf,
+    pub mtu: u32,
+    pub log_file: Option<PathBuf>,
+}
+
+/// The conflist NovaNet installs.
+pub fn conflist(socket: &Path, mtu: u32, log_file: Option<&Path>) -> serde_json::Value {
+    let mut plugin = serde_json::json!({
+        "type": PLUGIN_NAME,
+        "agentSocket": socket,
+        "mtu": mtu,
+    });
+    if let (Some(log), Some(obj)) = (log_file, plugin.as_object_mut()) {
+        obj.insert("logFile".into(), serde_json::json!(log));
+    }
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "novanet",
+        "plugins": [plugin],
+    })
+}
+
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("novanet")
+    ));
+    fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+impl InstallCni {
+    pub fn run(&self) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.bin_dir).with_context(|| format!("creating {}", self.bin_dir.display()))?;
+        fs::create_dir_all(&self.conf_dir).with_context(|| format!("creating {}", self.conf_dir.display()))?;
+        let binary = fs::read(&self.plugin_source)
+            .with_context(|| format!("reading the plugin binary {}", self.plugin_source.display()))?;
+        write_atomically(&self.bin_dir.join(PLUGIN_NAME), &binary, 0o755)?;
+        let conf = conflist(&self.socket, self.mtu, self.log_file.as_deref());
+        write_atomically(&self.conf_dir.join(CONFLIST_NAME), &serde_json::to_vec_pretty(&conf)?, 0o644)?;
+        tracing::info!(bin_dir = %self.bin_dir.display(), conf_dir = %self.conf_dir.display(), "installed the CNI plugin");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installs_plugin_and_conflist() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("plugin");
+        fs::write(&src, b"#!binary").unwrap();
+        InstallCni {
+            plugin_source: src,
+            bin_dir: dir.path().join("bin"),
+            conf_dir: dir.path().join("net.d"),
+            socket: "/run/novanet/novanet.sock".into(),
+            mtu: 1450,
+            log_file: None,
+        }
+        .run()
+        .unwrap();
+        assert_eq!(fs::read(dir.path().join("bin/novanet-cni")).unwrap(), b"#!binary");
+        let conf: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join("net.d/10-novanet.conflist")).unwrap()).unwrap();
+        assert_eq!(conf["plugins"][0]["type"], "novanet-cni");
+        assert_eq!(conf["plugins"][0]["mtu"], 1450);
+        assert_eq!(conf["plugins"][0]["agentSocket"], "/run/novanet/novanet.sock");
+    }
+}

@@ -1,0 +1,123 @@
+//! tc attachment of the pod program: legacy netlink `clsact` + `cls_bpf` filter (direct action).
+//!
+//! Why netlink and not tcx links: a netlink filter holds its own reference to the program, so it keeps
+//! running when the agent dies (even `kill -9`) with nothing pinned per interface, and it disappears with
+//! the interface. Re-attaching sends a filter change for the same priority and handle, which `cls_bpf`
+//! applies by swapping the program pointer under RCU: there is no moment without a program.
+//!
+//! Everything here resolves interface names in the calling thread's network namespace.
+
+use std::ffi::CString;
+
+use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
+use novanet_common::POD_INGRESS_PROG;
+
+use crate::{DataplaneError, netlink};
+
+/// tc priority (`pref`) of NovaNet's filter: first on the hook.
+pub(crate) const FILTER_PRIORITY: u16 = 1;
+/// tc handle of NovaNet's filter within [`FILTER_PRIORITY`].
+pub(crate) const FILTER_HANDLE: u32 = 1;
+
+/// `if_nametoindex(3)` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
+    let not_found = || DataplaneError::InterfaceNotFound { name: name.to_string() };
+    let c_name = CString::new(name).map_err(|_| not_found())?;
+    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 { Err(not_found()) } else { Ok(index) }
+}
+
+/// Makes sure `prog` is NovaNet's filter on tc ingress of `ifname`, creating clsact and the filter if
+/// needed and replacing the program of an existing filter in place. Returns the ifindex.
+pub(crate) fn attach_pod_ingress(prog: &mut SchedClassifier, ifname: &str) -> Result<u32, DataplaneError> {
+    let index = ifindex(ifname)?;
+    let attach_err = |operation: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
+        DataplaneError::Attach { program: POD_INGRESS_PROG, ifname: ifname.to_string(), operation, source }
+    };
+    match tc::qdisc_add_clsact(ifname) {
+        Ok(()) => {}
+        Err(e) if tc_errno(&e) == Some(libc::EEXIST) => {}
+        Err(e) => return Err(gone_or(ifname, tc_errno(&e), attach_err("adding clsact", Box::new(e)))),
+    }
+
+    let ours_exists = netlink::ingress_filters(index)
+        .map_err(|e| gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e }))?
+        .iter()
+        .any(|f| f.priority == FILTER_PRIORITY && f.handle == FILTER_HANDLE);
+
+    let attached = if ours_exists {
+        replace(prog, ifname)
+    } else {
+        let options = NlOptions { priority: FILTER_PRIORITY, handle: TcHandle::from(FILTER_HANDLE), classid: None };
+        match prog.attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::Netlink(options)) {
+            // Someone attached between our dump and our create: replace theirs.
+            Err(e) if program_errno(&e) == Some(libc::EEXIST) => replace(prog, ifname),
+            other => other,
+        }
+    };
+    let link_id = attached.map_err(|e| {
+        let errno = program_errno(&e);
+        gone_or(ifname, errno, attach_err("attaching the filter", Box::new(e)))
+    })?;
+    let link = prog.take_link(link_id).map_err(|e| attach_err("taking the link", Box::new(e)))?;
+    // Dropping the link would delete the filter; forgetting it leaves the filter in the kernel, owned by
+    // the interface. A netlink link is only integers (ifindex, priority, handle): nothing leaks.
+    std::mem::forget(link);
+    Ok(index)
+}
+
+fn replace(
+    prog: &mut SchedClassifier,
+    ifname: &str,
+) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
+    let link = SchedClassifierLink::attached(
+        ifname,
+        TcAttachType::Ingress,
+        FILTER_PRIORITY,
+        TcHandle::from(FILTER_HANDLE),
+        None,
+    )
+    .map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
+    prog.attach_to_link(link)
+}
+
+/// Whether NovaNet's filter (any build of `novanet_pod_ingress`) is on tc ingress of `ifname`.
+pub(crate) fn pod_ingress_attached(ifname: &str) -> Result<bool, DataplaneError> {
+    let index = ifindex(ifname)?;
+    let filters = netlink::ingress_filters(index).map_err(|e| {
+        gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e })
+    })?;
+    Ok(filters.iter().any(|f| {
+        f.priority == FILTER_PRIORITY
+            && f.handle == FILTER_HANDLE
+            && f.kind == "bpf"
+            && f.bpf_name.as_deref() == Some(POD_INGRESS_PROG)
+    }))
+}
+
+/// Maps "no such device" to [`DataplaneError::InterfaceNotFound`] (the veth vanished mid-operation).
+fn gone_or(ifname: &str, errno: Option<i32>, other: DataplaneError) -> DataplaneError {
+    if errno == Some(libc::ENODEV) {
+        DataplaneError::InterfaceNotFound { name: ifname.to_string() }
+    } else {
+        other
+    }
+}
+
+fn tc_errno(e: &TcError) -> Option<i32> {
+    match e {
+        TcError::NetlinkError(e) => e.raw_os_error(),
+        TcError::IoError(e) => e.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn program_errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::TcError(e) => tc_errno(e),
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        _ => None,
+    }
+}

@@ -1,0 +1,16 @@
+//! The maps of the pod programs. Names must equal the `novanet_common::*_MAP` constants (the macro needs a
+//! literal; the dataplane's tests check the object against the constants). Both are pinned by name.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use novanet_common::{Counter, CounterValue, EndpointInfo, EndpointKey, MAX_ENDPOINTS};
+
+/// `novanet_common::ENDPOINTS_MAP`: local pod IPv4 -> how to deliver to it.
+#[map(name = "NOVANET_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// `novanet_common::COUNTERS_MAP`: per-CPU packet/byte counters indexed by `Counter`.
+#[map(name = "NOVANET_COUNTERS")]
+pub static COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(Counter::COUNT, 0);

@@ -1,0 +1,5 @@
+//! Unit tests that need no cluster: synthetic watcher events, manifests, pool logic.
+
+mod cidr_pool;
+mod manifests;
+mod stores;

@@ -1,0 +1,202 @@
+//! Lab nodes: a network namespace on the lab underlay, a bpffs of its own, the CNI directories, and a
+//! real `novanet-agent` running inside the namespace with paths under the node's lab directory.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use novanet_api::v1::StatusResponse;
+
+use crate::binaries::Binaries;
+use crate::netns::{self, NetNs, NetnsError};
+use crate::process;
+use crate::state::NodeState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("agent of node {node} did not become ready within {secs}s; see {log}: {last_error}")]
+    AgentNotReady { node: String, secs: u64, log: String, last_error: String },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
+    move |source| NodeError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Name of the node's underlay interface inside its namespace.
+pub const UNDERLAY_IFNAME: &str = "ul0";
+
+/// Creates the node's namespace and joins it to the underlay bridge.
+pub fn create_netns(node: &NodeState, underlay_ns: &str, prefix_len: u8) -> Result<(), NodeError> {
+    let ns = NetNs::create(&node.netns)?;
+    let peer = format!("u{}", node.index);
+    ns.ip(&["link", "add", UNDERLAY_IFNAME, "type", "veth", "peer", "name", &peer, "netns", underlay_ns])?;
+    let ul = NetNs::existing(underlay_ns);
+    ul.ip(&["link", "set", &peer, "master", "br0", "up"])?;
+    ns.ip(&["addr", "add", &format!("{}/{}", node.underlay_ip, prefix_len), "dev", UNDERLAY_IFNAME])?;
+    ns.ip(&["link", "set", UNDERLAY_IFNAME, "up"])?;
+    ns.sysctl("net.ipv4.ip_forward", "1")?;
+    ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
+    ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
+    ns.leak();
+    Ok(())
+}
+
+/// Routes to another node's pod CIDR through its underlay address (native routing inside the lab,
+/// until the overlay exists).
+pub fn add_peer_route(node: &NodeState, peer: &NodeState) -> Result<(), NodeError> {
+    NetNs::existing(&node.netns).ip(&[
+        "route",
+        "replace",
+        &peer.pod_cidr.to_string(),
+        "via",
+        &peer.underlay_ip.to_string(),
+        "dev",
+        UNDERLAY_IFNAME,
+    ])?;
+    Ok(())
+}
+
+/// Prepares the node directory: bpffs, CNI plugin and conflist (through the agent's own `install-cni`,
+/// as the DaemonSet's init container does), and the agent configuration.
+pub fn prepare_files(node: &mut NodeState, bins: &Binaries) -> Result<(), NodeError> {
+    for dir in [node.dir.clone(), node.state_dir(), node.bpffs_dir(), node.dir.join("run")] {
+        fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    }
+    let bpffs = node.bpffs_dir();
+    netns::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs))?;
+    node.bpffs = Some(bpffs.clone());
+    let config = format!(
+        "nodeName: {name}\npodCIDRSource: static\npodCIDR: {cidr}\nsocketPath: {sock}\nstateDir: {state}\n\
+         bpffsRoot: {bpf}\nunderlayIP: {ul}\ncni: {{binDir: {bin}, confDir: {conf}}}\n",
+        name = node.name,
+        cidr = node.pod_cidr,
+        sock = node.socket().display(),
+        state = node.state_dir().display(),
+        bpf = bpffs.display(),
+        ul = node.underlay_ip,
+        bin = node.cni_bin_dir().display(),
+        conf = node.cni_conf_dir().display(),
+    );
+    let cfg = node.config_file();
+    fs::write(&cfg, config).map_err(io("writing", &cfg))?;
+    netns::run(
+        Command::new(&bins.agent)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("install-cni")
+            .arg("--bin-dir")
+            .arg(node.cni_bin_dir())
+            .arg("--conf-dir")
+            .arg(node.cni_conf_dir())
+            .arg("--plugin")
+            .arg(&bins.cni)
+            .arg("--log-file")
+            .arg(node.dir.join("cni.log")),
+    )?;
+    Ok(())
+}
+
+/// Starts the agent inside the node's namespace and waits until it answers.
+pub fn start_agent(node: &mut NodeState, bins: &Binaries) -> Result<(), NodeError> {
+    let mut cmd = NetNs::existing(&node.netns).command(&bins.agent.display().to_string());
+    cmd.arg("--config").arg(node.config_file()).env("RUST_LOG", "info");
+    let log = node.agent_log();
+    let pid = process::spawn_detached(&mut cmd, &log).map_err(io("starting the agent, log", &log))?;
+    node.agent_pid = Some(pid);
+    wait_agent_ready(node, Duration::from_secs(20))?;
+    Ok(())
+}
+
+/// Stops the agent (SIGTERM; SIGKILL after a grace period). The pinned datapath stays.
+pub fn stop_agent(node: &mut NodeState) {
+    if let Some(pid) = node.agent_pid.take() {
+        process::stop(pid, "novanet-agent", Duration::from_secs(5));
+    }
+}
+
+/// Kills the agent with SIGKILL, as a crash would.
+pub fn kill_agent(node: &mut NodeState) {
+    if let Some(pid) = node.agent_pid.take() {
+        process::signal(pid, "novanet-agent", nix::sys::signal::Signal::SIGKILL);
+        process::wait_gone(pid, "novanet-agent", Duration::from_secs(5));
+    }
+}
+
+pub fn agent_status(socket: &Path) -> Result<StatusResponse, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut client = novanet_api::connect_unix(socket, Duration::from_secs(2)).await.map_err(|e| e.to_string())?;
+        client
+            .status(novanet_api::v1::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| e.message().to_string())
+    })
+}
+
+fn wait_agent_ready(node: &NodeState, timeout: Duration) -> Result<(), NodeError> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        match agent_status(&node.socket()) {
+            Ok(s) if s.ready => return Ok(()),
+            Ok(_) => last_error = "agent reports not ready".into(),
+            Err(e) => last_error = e,
+        }
+        if let Some(pid) = node.agent_pid {
+            if !process::runs(pid, "novanet-agent") {
+                last_error = "the agent exited".into();
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(NodeError::AgentNotReady {
+        node: node.name.clone(),
+        secs: timeout.as_secs(),
+        log: node.agent_log().display().to_string(),
+        last_error,
+    })
+}
+
+/// Removes everything of the node: agent, bpffs (and with it every pin), namespace, directory.
+pub fn remove(node: &mut NodeState) -> Vec<String> {
+    let mut problems = Vec::new();
+    stop_agent(node);
+    if let Some(bpffs) = node.bpffs.take() {
+        if let Err(e) = netns::run(Command::new("umount").arg(&bpffs)) {
+            if is_mounted(&bpffs) {
+                problems.push(e.to_string());
+                node.bpffs = Some(bpffs);
+            }
+        }
+    }
+    if let Err(e) = NetNs::delete(&node.netns) {
+        problems.push(e.to_string());
+    }
+    if node.bpffs.is_none() {
+        if let Err(e) = fs::remove_dir_all(&node.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("removing {}: {e}", node.dir.display()));
+            }
+        }
+    }
+    problems
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(&path.display().to_string())))
+        .unwrap_or(false)
+}
+
+/// The node's underlay address: `<underlay network> + 10 + index`.
+pub fn underlay_ip(underlay: ipnet::Ipv4Net, index: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(underlay.network()) + 10 + index)
+}

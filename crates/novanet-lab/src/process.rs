@@ -1,0 +1,76 @@
+//! Background processes the lab starts (agents, pod commands): started in a session of their own so they
+//! outlive the `novanet lab up` command, and stopped only by the PID the lab recorded, after checking the
+//! PID still runs the program the lab started (PIDs get reused).
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+/// Starts `cmd` detached (new session, stdin from /dev/null, output appended to `log`); returns its PID.
+pub fn spawn_detached(cmd: &mut Command, log: &Path) -> std::io::Result<u32> {
+    let out = File::options().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?.id())
+}
+
+/// True when `pid` runs and its command line contains `needle`.
+pub fn runs(pid: u32, needle: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // A zombie (state Z after the command name) has exited.
+    if stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')).unwrap_or(false) {
+        reap(pid);
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
+/// Collects the exit status of `pid` if it is our child (tests start agents from their own process).
+fn reap(pid: u32) {
+    let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
+}
+
+/// Sends `signal` to `pid` if it still runs `needle`.
+pub fn signal(pid: u32, needle: &str, sig: Signal) -> bool {
+    runs(pid, needle) && kill(Pid::from_raw(pid as i32), sig).is_ok()
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL; returns once the process is gone.
+pub fn stop(pid: u32, needle: &str, grace: Duration) {
+    if !signal(pid, needle, Signal::SIGTERM) {
+        return;
+    }
+    if wait_gone(pid, needle, grace) {
+        return;
+    }
+    signal(pid, needle, Signal::SIGKILL);
+    wait_gone(pid, needle, Duration::from_secs(5));
+}
+
+/// Waits until `pid` no longer runs `needle`; false on timeout.
+pub fn wait_gone(pid: u32, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        reap(pid);
+        if !runs(pid, needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

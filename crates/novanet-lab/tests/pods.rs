@@ -1,0 +1,150 @@
+//! Real packets between lab pods through the real agent, CNI plugin and eBPF programs.
+//! Needs root and the workspace binaries (`cargo build --workspace --bins`); run by `scripts/test.sh`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use novanet_lab::LabError;
+use novanet_lab::pod::PodError;
+
+#[test]
+fn pods_on_one_node_ping_and_tcp_through_the_datapath() {
+    let lab = lab("samenode", &one_node("10.244.1.0/24", &["a", "b", "c"]));
+    let (a, b, c) = (lab.pod_ip("a").unwrap(), lab.pod_ip("b").unwrap(), lab.pod_ip("c").unwrap());
+    assert!(ping(lab.pod_command("a", "ping").unwrap(), b));
+    assert!(ping(lab.pod_command("b", "ping").unwrap(), c));
+    assert!(ping(lab.pod_command("c", "ping").unwrap(), a));
+    tcp_echo(&lab, "a", "b", 4 << 20);
+    let status = novanet_lab::node::agent_status(&lab.socket("n1").unwrap()).unwrap();
+    let redirected = status.counters.iter().find(|c| c.name == "redirect_local").unwrap().packets;
+    assert!(redirected > 100, "pod-to-pod packets must be redirected by the eBPF program, counter = {redirected}");
+    lab.check_pod("a").unwrap();
+}
+
+#[test]
+fn pod_reaches_its_node_and_the_node_reaches_the_pod() {
+    let lab = lab("podnode", &one_node("10.244.1.0/24", &["a"]));
+    let node_ip = lab.node("n1").unwrap().underlay_ip;
+    assert!(ping(lab.pod_command("a", "ping").unwrap(), node_ip), "pod -> node");
+    assert!(ping(lab.node_command("n1", "ping").unwrap(), lab.pod_ip("a").unwrap()), "node -> pod");
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_over_the_underlay() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/two-nodes.yaml")).unwrap();
+    let lab = lab("twonodes", &yaml);
+    assert!(ping(lab.pod_command("a1", "ping").unwrap(), lab.pod_ip("b1").unwrap()));
+    assert!(ping(lab.pod_command("b2", "ping").unwrap(), lab.pod_ip("a2").unwrap()));
+    tcp_echo(&lab, "a1", "b2", 1 << 20);
+}
+
+#[test]
+fn agent_crash_and_restart_loses_no_packets() {
+    let mut lab = lab("restart", &one_node("10.244.1.0/24", &["a", "b"]));
+    let b = lab.pod_ip("b").unwrap();
+    // 300 pings 20 ms apart: 6 s of traffic across a SIGKILL and a restart of the agent.
+    let pinger = lab
+        .pod_command("a", "ping")
+        .unwrap()
+        .args(["-c", "300", "-i", "0.02", "-W", "1", &b.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    lab.restart_agent("n1", true).unwrap();
+    // A second, graceful restart while traffic still flows.
+    lab.restart_agent("n1", false).unwrap();
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" 0% packet loss"), "packets lost across the restarts:\n{text}");
+    // The restarted agent re-adopted the endpoints and its address pool.
+    let status = novanet_lab::node::agent_status(&lab.socket("n1").unwrap()).unwrap();
+    assert_eq!(status.endpoints, 2);
+    assert_eq!(status.pool_used, 2);
+    lab.add_pod(&pod_spec("c", "n1")).unwrap();
+    let c = lab.pod_ip("c").unwrap();
+    assert!(c != b && c != lab.pod_ip("a").unwrap(), "no address handed out twice after a restart");
+    assert!(ping(lab.pod_command("c", "ping").unwrap(), b));
+}
+
+#[test]
+fn two_hundred_add_del_cycles_leak_nothing() {
+    let mut lab = lab("churn", &one_node("10.244.1.0/24", &["keep"]));
+    let links_before = links(&lab, "n1");
+    let prefix = lab.state.prefix.clone();
+    let namespaces_before = namespaces_with_prefix(&prefix);
+    for i in 0..200 {
+        let name = format!("churn{i}");
+        lab.add_pod(&pod_spec(&name, "n1")).unwrap();
+        lab.remove_pod(&name).unwrap();
+    }
+    assert_eq!(links(&lab, "n1"), links_before, "veths leaked in the node namespace");
+    assert_eq!(namespaces_with_prefix(&prefix), namespaces_before, "pod namespaces leaked");
+    let status = novanet_lab::node::agent_status(&lab.socket("n1").unwrap()).unwrap();
+    assert_eq!(status.endpoints, 1, "endpoints leaked in the agent");
+    assert_eq!(status.pool_used, 1, "addresses leaked");
+    assert_eq!(endpoint_map_entries(&lab, "n1"), 1, "entries leaked in the eBPF endpoint map");
+    assert!(ping(lab.pod_command("keep", "ping").unwrap(), lab.node("n1").unwrap().underlay_ip));
+}
+
+#[test]
+fn exhausted_pool_is_a_clear_cni_error_and_leaks_nothing() {
+    // A /30 has one assignable address (network, node address and broadcast are reserved).
+    let mut lab = lab("exhausted", &one_node("10.244.7.0/30", &["only"]));
+    let links_before = links(&lab, "n1");
+    let err = lab.add_pod(&pod_spec("second", "n1")).unwrap_err();
+    match &err {
+        LabError::Pod(PodError::Cni { command, msg, code, .. }) => {
+            assert_eq!(command, "ADD");
+            assert!(msg.contains("no free address"), "unclear error: {err}");
+            assert_ne!(*code, 0);
+        }
+        other => panic!("expected a CNI error, got {other}"),
+    }
+    assert_eq!(links(&lab, "n1"), links_before, "the failed ADD left a veth behind");
+    assert_eq!(lab.state.pods.len(), 1);
+    assert_eq!(endpoint_map_entries(&lab, "n1"), 1);
+}
+
+#[test]
+fn add_into_a_missing_netns_fails_cleanly() {
+    let lab = lab("nonetns", &one_node("10.244.1.0/24", &[]));
+    let node = lab.node("n1").unwrap().clone();
+    let links_before = links(&lab, "n1");
+    let pod = novanet_lab::state::PodState {
+        namespace: "default".into(),
+        name: "ghost".into(),
+        uid: "uid-ghost".into(),
+        node: "n1".into(),
+        netns: format!("{}-does-not-exist", lab.state.prefix),
+        container_id: novanet_lab::pod::new_container_id(),
+        ip: None,
+        cni_result: None,
+        process_pid: None,
+        process_program: None,
+    };
+    let conf = novanet_lab::pod::plugin_config(&node, None).unwrap();
+    let err = novanet_lab::pod::run_cni(&node, &pod, "ADD", &conf).unwrap_err();
+    let PodError::Cni { msg, .. } = &err else { panic!("expected a CNI error, got {err}") };
+    assert!(msg.contains("does-not-exist"), "the error must name the netns: {msg}");
+    assert_eq!(links(&lab, "n1"), links_before);
+    assert_eq!(novanet_lab::node::agent_status(&node.socket()).unwrap().pool_used, 0);
+    // DEL of something that never existed succeeds (idempotent).
+    novanet_lab::pod::run_cni(&node, &pod, "DEL", &conf).unwrap();
+}
+
+#[test]
+fn del_is_idempotent_and_check_fails_after_it() {
+    let mut lab = lab("idempotent", &one_node("10.244.1.0/24", &["a"]));
+    let node = lab.node("n1").unwrap().clone();
+    let pod = lab.pod("a").unwrap().clone();
+    let conf = novanet_lab::pod::plugin_config(&node, pod.cni_result.as_ref()).unwrap();
+    novanet_lab::pod::run_cni(&node, &pod, "DEL", &conf).unwrap();
+    novanet_lab::pod::run_cni(&node, &pod, "DEL", &conf).unwrap();
+    assert!(novanet_lab::pod::run_cni(&node, &pod, "CHECK", &conf).is_err());
+    assert_eq!(endpoint_map_entries(&lab, "n1"), 0);
+    lab.remove_pod("a").unwrap();
+}
