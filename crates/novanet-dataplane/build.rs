@@ -86,10 +86,7 @@ fn run() -> Result<(), String> {
             cmd.args(["run", "nightly", "cargo", "build", "-Z", "build-std=core", "--release", "--target", BPF_TARGET]);
         }
     }
-    cmd.current_dir(&ebpf_dir)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("PATH", prepend_path(&linker_dir)?);
+    cmd.current_dir(&ebpf_dir).arg("--target-dir").arg(&target_dir).env("PATH", prepend_path(&linker_dir)?);
 
     let output = cmd.output().map_err(|e| format!("running {cmd:?}: {e}\n{SETUP_HINT}"))?;
     if !output.status.success() {
@@ -171,7 +168,10 @@ fn scrub_env(cmd: &mut Command) {
             || key.starts_with("RUSTC")
             || key.starts_with("RUSTDOC")
             || key.starts_with("RUSTUP_TOOLCHAIN")
-            || matches!(key, "RUSTFLAGS" | "TARGET" | "HOST" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS" | "OUT_DIR");
+            || matches!(
+                key,
+                "RUSTFLAGS" | "TARGET" | "HOST" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS" | "OUT_DIR"
+            );
         if leaks {
             cmd.env_remove(key);
         }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use novanet_api::v1::agent_server::{Agent, AgentServer};
 use novanet_api::v1::{self as api};
+use novanet_k8s::ClusterObjects;
 use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, TableError};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
@@ -25,11 +26,12 @@ pub struct NodeInfo {
 pub struct AgentService {
     manager: Arc<Mutex<EndpointManager>>,
     node: Arc<NodeInfo>,
+    objects: Option<ClusterObjects>,
 }
 
 impl AgentService {
-    pub fn new(manager: Arc<Mutex<EndpointManager>>, node: NodeInfo) -> Self {
-        AgentService { manager, node: Arc::new(node) }
+    pub fn new(manager: Arc<Mutex<EndpointManager>>, node: NodeInfo, objects: Option<ClusterObjects>) -> Self {
+        AgentService { manager, node: Arc::new(node), objects }
     }
 
     /// Runs `f` with the endpoint manager on a blocking thread.
@@ -158,6 +160,10 @@ impl Agent for AgentService {
 
     async fn status(&self, _req: Request<api::StatusRequest>) -> Result<Response<api::StatusResponse>, Status> {
         let node = self.node.clone();
+        let mut notices = node.notices.clone();
+        if let Some(objects) = &self.objects {
+            notices.extend(crate::kubernetes::health_notices(objects));
+        }
         self.with_manager(move |m| {
             let ipam = m.table().ipam();
             let counters = m
@@ -178,7 +184,7 @@ impl Agent for AgentService {
                 counters,
                 pin_dir: m.dataplane().pin_dir().display().to_string(),
                 source: node.source.clone(),
-                notices: node.notices.clone(),
+                notices,
             }))
         })
         .await

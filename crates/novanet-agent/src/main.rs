@@ -9,6 +9,7 @@ mod config;
 mod endpoint_manager;
 mod grpc;
 mod install_cni;
+mod kubernetes;
 mod state_file;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
 use novanet_dataplane::Dataplane;
-use novanet_model::EndpointTable;
+use novanet_model::{EndpointTable, PersistedTable};
 use tracing::{info, warn};
 
 use crate::config::{AgentConfig, PodCidrSource};
@@ -105,15 +106,8 @@ fn node_name(cfg: &AgentConfig) -> String {
     })
 }
 
-async fn pod_cidr(cfg: &AgentConfig, _node: &str) -> anyhow::Result<Ipv4Net> {
-    match cfg.pod_cidr_source {
-        PodCidrSource::Static => cfg.pod_cidr.context("podCIDR is required with podCIDRSource static"),
-        other => anyhow::bail!("podCIDRSource {other:?} needs the Kubernetes source, which this build lacks"),
-    }
-}
-
-fn restore_table(state: &StateFile, cidr: Ipv4Net) -> anyhow::Result<EndpointTable> {
-    match state.load()? {
+fn restore_table(persisted: Option<PersistedTable>, cidr: Ipv4Net) -> anyhow::Result<EndpointTable> {
+    match persisted {
         None => Ok(EndpointTable::new(cidr)?),
         Some(persisted) => {
             let (table, foreign) = EndpointTable::restore(persisted, cidr)?;
@@ -127,25 +121,68 @@ fn restore_table(state: &StateFile, cidr: Ipv4Net) -> anyhow::Result<EndpointTab
 
 async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let node = node_name(&cfg);
-    let cidr = pod_cidr(&cfg, &node).await?;
     for notice in cfg.inactive_settings() {
         warn!("{notice}");
     }
+    let state = StateFile::new(cfg.state_file());
+    let persisted = state.load()?;
+    let (cidr, client) = match cfg.pod_cidr_source {
+        PodCidrSource::Static => (cfg.pod_cidr.context("podCIDR is required with podCIDRSource static")?, None),
+        PodCidrSource::Kubernetes | PodCidrSource::ClusterPool => {
+            let client = kubernetes::client(&cfg).await?;
+            let cidr = match persisted.as_ref().map(|p| p.pod_cidr) {
+                // A restart: running pods use addresses of the persisted CIDR; serve them at once, even
+                // when the apiserver is unreachable, and check the API's view in the background.
+                Some(cidr) => {
+                    verify_pod_cidr(client.clone(), cfg.clone(), node.clone(), cidr);
+                    cidr
+                }
+                None => kubernetes::pod_cidr_from_api(&client, &cfg, &node)
+                    .await
+                    .with_context(|| format!("getting the pod CIDR of node {node}"))?,
+            };
+            (cidr, Some(client))
+        }
+    };
     let dataplane = Dataplane::load(&cfg.bpffs_root)
         .with_context(|| format!("loading the datapath under {}", cfg.bpffs_root.display()))?;
-    let state = StateFile::new(cfg.state_file());
-    let table = restore_table(&state, cidr)?;
+    let table = restore_table(persisted, cidr)?;
     let mut manager = EndpointManager::new(table, dataplane, state);
     let report = manager.reconcile().context("reconciling the datapath with the endpoint table")?;
     info!(node = %node, %cidr, restored = report.restored, missing = ?report.missing_interfaces,
           stale_removed = report.stale_map_entries_removed, "datapath reconciled");
+    let manager = Arc::new(Mutex::new(manager));
+    let (objects, _source) = match client {
+        Some(client) => {
+            if let Some(ip) = cfg.underlay_ip {
+                kubernetes::publish_underlay(client.clone(), node.clone(), ip.into());
+            }
+            let interval = std::time::Duration::from_secs(cfg.orphan_sweep_seconds.max(1));
+            let (objects, source) = kubernetes::start_sources(client, &node, manager.clone(), interval);
+            (Some(objects), Some(source))
+        }
+        None => (None, None),
+    };
+    let source = if objects.is_some() { "kubernetes" } else { "static" };
     let service = AgentService::new(
-        Arc::new(Mutex::new(manager)),
-        NodeInfo { node_name: node, source: "static".into(), mtu: cfg.mtu, notices: cfg.inactive_settings() },
+        manager,
+        NodeInfo { node_name: node, source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() },
+        objects,
     );
     grpc::serve(service, &cfg.socket_path, shutdown_signal()).await?;
     info!("agent stopped; pinned datapath left running");
     Ok(())
+}
+
+/// Warns when the API now assigns the node another pod CIDR than the persisted one.
+fn verify_pod_cidr(client: novanet_k8s::kube::Client, cfg: AgentConfig, node: String, persisted: Ipv4Net) {
+    tokio::spawn(async move {
+        match kubernetes::pod_cidr_from_api(&client, &cfg, &node).await {
+            Ok(api) if api == persisted => info!(%node, cidr = %api, "persisted pod CIDR matches the API"),
+            Ok(api) => warn!(%node, %persisted, %api, "the API assigns another pod CIDR; restart the node's pods to move them"),
+            Err(e) => warn!(%node, error = %e, "could not read the pod CIDR from the API"),
+        }
+    });
 }
 
 async fn shutdown_signal() {

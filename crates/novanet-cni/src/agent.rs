@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use novanet_api::v1::agent_client::AgentClient;
 use novanet_api::v1::{
-    AddEndpointRequest, AddEndpointResponse, Attachment, CheckEndpointRequest, CheckEndpointResponse,
-    DelEndpointRequest, DelEndpointResponse, GarbageCollectRequest, GarbageCollectResponse, PodRef,
-    StatusRequest, StatusResponse,
+    AddEndpointRequest, AddEndpointResponse, Attachment, CheckEndpointRequest,
+    CheckEndpointResponse, DelEndpointRequest, DelEndpointResponse, GarbageCollectRequest,
+    GarbageCollectResponse, PodRef, StatusRequest, StatusResponse,
 };
 use tonic::transport::Channel;
 
@@ -22,33 +22,63 @@ pub struct Agent {
 impl Agent {
     /// Connects to the agent's socket; a missing socket or refused connection is code 11.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, CniError> {
-        let client = novanet_api::connect_unix(socket, timeout).await.map_err(|e| {
-            CniError::new(
-                ErrorCode::TryAgainLater,
-                format!("NovaNet agent is not reachable at {}", socket.display()),
-            )
-            .with_details(error_chain(&e))
-        })?;
-        Ok(Self { client, socket: socket.to_path_buf() })
+        let client = novanet_api::connect_unix(socket, timeout)
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!("NovaNet agent is not reachable at {}", socket.display()),
+                )
+                .with_details(error_chain(&e))
+            })?;
+        Ok(Self {
+            client,
+            socket: socket.to_path_buf(),
+        })
     }
 
-    pub async fn add_endpoint(&mut self, req: AddEndpointRequest) -> Result<AddEndpointResponse, CniError> {
+    pub async fn add_endpoint(
+        &mut self,
+        req: AddEndpointRequest,
+    ) -> Result<AddEndpointResponse, CniError> {
         let res = self.client.add_endpoint(req).await;
         self.answer("AddEndpoint", res)
     }
 
-    pub async fn del_endpoint(&mut self, attachment: Attachment) -> Result<DelEndpointResponse, CniError> {
-        let res = self.client.del_endpoint(DelEndpointRequest { attachment: Some(attachment) }).await;
+    pub async fn del_endpoint(
+        &mut self,
+        attachment: Attachment,
+    ) -> Result<DelEndpointResponse, CniError> {
+        let res = self
+            .client
+            .del_endpoint(DelEndpointRequest {
+                attachment: Some(attachment),
+            })
+            .await;
         self.answer("DelEndpoint", res)
     }
 
-    pub async fn check_endpoint(&mut self, attachment: Attachment) -> Result<CheckEndpointResponse, CniError> {
-        let res = self.client.check_endpoint(CheckEndpointRequest { attachment: Some(attachment) }).await;
+    pub async fn check_endpoint(
+        &mut self,
+        attachment: Attachment,
+    ) -> Result<CheckEndpointResponse, CniError> {
+        let res = self
+            .client
+            .check_endpoint(CheckEndpointRequest {
+                attachment: Some(attachment),
+            })
+            .await;
         self.answer("CheckEndpoint", res)
     }
 
-    pub async fn garbage_collect(&mut self, valid: Vec<Attachment>) -> Result<GarbageCollectResponse, CniError> {
-        let res = self.client.garbage_collect(GarbageCollectRequest { valid }).await;
+    pub async fn garbage_collect(
+        &mut self,
+        valid: Vec<Attachment>,
+    ) -> Result<GarbageCollectResponse, CniError> {
+        let res = self
+            .client
+            .garbage_collect(GarbageCollectRequest { valid })
+            .await;
         self.answer("GarbageCollect", res)
     }
 
@@ -57,18 +87,29 @@ impl Agent {
         self.answer("Status", res)
     }
 
-    fn answer<T>(&self, rpc: &str, res: Result<tonic::Response<T>, tonic::Status>) -> Result<T, CniError> {
+    fn answer<T>(
+        &self,
+        rpc: &str,
+        res: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, CniError> {
         res.map(tonic::Response::into_inner)
             .map_err(|status| status_to_error(rpc, &self.socket, &status))
     }
 }
 
 pub fn attachment(container_id: &str, ifname: &str) -> Attachment {
-    Attachment { container_id: container_id.to_string(), ifname: ifname.to_string() }
+    Attachment {
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+    }
 }
 
 pub fn pod_ref(pod: &crate::env::PodArgs) -> PodRef {
-    PodRef { name: pod.name.clone(), namespace: pod.namespace.clone(), uid: pod.uid.clone() }
+    PodRef {
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        uid: pod.uid.clone(),
+    }
 }
 
 /// gRPC codes that describe a passing condition (agent starting, overloaded, pool momentarily full)
@@ -77,9 +118,17 @@ fn status_to_error(rpc: &str, socket: &Path, status: &tonic::Status) -> CniError
     use tonic::Code;
     let transient = matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::FailedPrecondition
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::FailedPrecondition
     );
-    let code = if transient { ErrorCode::TryAgainLater } else { ErrorCode::AgentRejected };
+    let code = if transient {
+        ErrorCode::TryAgainLater
+    } else {
+        ErrorCode::AgentRejected
+    };
     CniError::new(code, format!("agent {rpc} failed: {}", status.message())).with_details(format!(
         "grpc code {:?} from agent at {}",
         status.code(),
@@ -91,8 +140,11 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = e.source();
     }
     out
@@ -112,9 +164,15 @@ mod tests {
             tonic::Status::failed_precondition("not ready"),
             tonic::Status::deadline_exceeded("slow"),
         ] {
-            assert_eq!(status_to_error("AddEndpoint", socket, &status).code, ErrorCode::TryAgainLater);
+            assert_eq!(
+                status_to_error("AddEndpoint", socket, &status).code,
+                ErrorCode::TryAgainLater
+            );
         }
-        for status in [tonic::Status::invalid_argument("bad"), tonic::Status::internal("bug")] {
+        for status in [
+            tonic::Status::invalid_argument("bad"),
+            tonic::Status::internal("bug"),
+        ] {
             let err = status_to_error("AddEndpoint", socket, &status);
             assert_eq!(err.code, ErrorCode::AgentRejected);
             assert!(err.msg.contains("AddEndpoint"));
@@ -124,7 +182,10 @@ mod tests {
     #[tokio::test]
     async fn missing_socket_is_try_again_later() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Agent::connect(&dir.path().join("nope.sock"), Duration::from_secs(1)).await.err().unwrap();
+        let err = Agent::connect(&dir.path().join("nope.sock"), Duration::from_secs(1))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err.code, ErrorCode::TryAgainLater);
         assert!(err.msg.contains("nope.sock"));
     }

@@ -79,27 +79,40 @@ pub fn requested_version(bytes: &[u8]) -> Option<String> {
 /// Decodes and validates the config for `command`.
 pub fn parse(bytes: &[u8], command: Command) -> Result<NetConf, CniError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        CniError::new(ErrorCode::DecodingFailure, "error decoding network config").with_details(e.to_string())
+        CniError::new(ErrorCode::DecodingFailure, "error decoding network config")
+            .with_details(e.to_string())
     })?;
     if !value.is_object() {
-        return Err(CniError::new(ErrorCode::DecodingFailure, "network config is not a JSON object"));
+        return Err(CniError::new(
+            ErrorCode::DecodingFailure,
+            "network config is not a JSON object",
+        ));
     }
     let cni_version = version::negotiate(value.get("cniVersion").and_then(Value::as_str), command)?;
-    let raw: RawNetConf = serde_json::from_value(value).map_err(|e| invalid("invalid network config", e))?;
+    let raw: RawNetConf =
+        serde_json::from_value(value).map_err(|e| invalid("invalid network config", e))?;
 
     validate_name(&raw.name)?;
     if raw.plugin_type.is_empty() {
-        return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "missing plugin type"));
+        return Err(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            "missing plugin type",
+        ));
     }
     if let Some(ipam) = &raw.ipam {
         return Err(CniError::new(
             ErrorCode::UnsupportedField,
-            format!("unsupported field ipam={ipam}: NovaNet's agent allocates pod addresses itself"),
+            format!(
+                "unsupported field ipam={ipam}: NovaNet's agent allocates pod addresses itself"
+            ),
         ));
     }
     let mtu = raw.mtu.unwrap_or(DEFAULT_MTU);
     if !(68..=65535).contains(&mtu) {
-        return Err(CniError::new(ErrorCode::InvalidNetworkConfig, format!("mtu {mtu} out of range 68..=65535")));
+        return Err(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            format!("mtu {mtu} out of range 68..=65535"),
+        ));
     }
     let log_level = match raw.log_level.as_deref() {
         None | Some("") => default_log_level(raw.log_file.is_some()),
@@ -107,11 +120,18 @@ pub fn parse(bytes: &[u8], command: Command) -> Result<NetConf, CniError> {
     };
     let agent_timeout = match raw.agent_timeout_seconds {
         None => DEFAULT_AGENT_TIMEOUT,
-        Some(0) => return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "agentTimeoutSeconds must be > 0")),
+        Some(0) => {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "agentTimeoutSeconds must be > 0",
+            ));
+        }
         Some(s) => Duration::from_secs(s),
     };
     let prev_result = match (command, raw.prev_result) {
-        (Command::Add | Command::Check, Some(prev)) if !prev.is_null() => Some(CniResult::from_value(prev)?),
+        (Command::Add | Command::Check, Some(prev)) if !prev.is_null() => {
+            Some(CniResult::from_value(prev)?)
+        }
         _ => None,
     };
 
@@ -119,7 +139,9 @@ pub fn parse(bytes: &[u8], command: Command) -> Result<NetConf, CniError> {
         cni_version,
         name: raw.name,
         plugin_type: raw.plugin_type,
-        agent_socket: raw.agent_socket.unwrap_or_else(|| PathBuf::from(novanet_api::DEFAULT_SOCKET)),
+        agent_socket: raw
+            .agent_socket
+            .unwrap_or_else(|| PathBuf::from(novanet_api::DEFAULT_SOCKET)),
         mtu,
         log_file: raw.log_file,
         log_level,
@@ -152,15 +174,21 @@ fn parse_log_level(level: &str) -> Result<Level, CniError> {
 /// The network name: an alphanumeric, then alphanumerics, `_`, `.`, `-` (as libcni checks it).
 fn validate_name(name: &str) -> Result<(), CniError> {
     if name.is_empty() {
-        return Err(CniError::new(ErrorCode::InvalidNetworkConfig, "missing network name"));
+        return Err(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            "missing network name",
+        ));
     }
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
         Ok(())
     } else {
-        Err(CniError::new(ErrorCode::InvalidNetworkConfig, "invalid characters found in network name")
-            .with_details(name.to_string()))
+        Err(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            "invalid characters found in network name",
+        )
+        .with_details(name.to_string()))
     }
 }
 
@@ -180,10 +208,16 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let conf = parse_json(json!({"cniVersion": "1.1.0", "name": "novanet", "type": "novanet-cni"}), Command::Add)
-            .unwrap();
+        let conf = parse_json(
+            json!({"cniVersion": "1.1.0", "name": "novanet", "type": "novanet-cni"}),
+            Command::Add,
+        )
+        .unwrap();
         assert_eq!(conf.cni_version, CniVersion::V1_1_0);
-        assert_eq!(conf.agent_socket, PathBuf::from("/run/novanet/novanet.sock"));
+        assert_eq!(
+            conf.agent_socket,
+            PathBuf::from("/run/novanet/novanet.sock")
+        );
         assert_eq!(conf.mtu, 1500);
         assert_eq!(conf.log_level, Level::WARN);
         assert_eq!(conf.prev_result, None);
@@ -215,7 +249,10 @@ mod tests {
         assert_eq!(conf.agent_socket, PathBuf::from("/tmp/agent.sock"));
         assert_eq!(conf.mtu, 1450);
         assert_eq!(conf.log_level, Level::DEBUG);
-        assert_eq!(conf.log_file, Some(PathBuf::from("/var/log/novanet-cni.log")));
+        assert_eq!(
+            conf.log_file,
+            Some(PathBuf::from("/var/log/novanet-cni.log"))
+        );
         let prev = conf.prev_result.unwrap();
         assert_eq!(prev.interfaces[0].name, "eth1");
         assert_eq!(prev.ips[0].address, "10.9.0.2/24");
@@ -233,7 +270,11 @@ mod tests {
 
     #[test]
     fn unknown_version_is_code_1_before_field_validation() {
-        let err = parse_json(json!({"cniVersion": "7.0.0", "name": "", "type": "x"}), Command::Add).unwrap_err();
+        let err = parse_json(
+            json!({"cniVersion": "7.0.0", "name": "", "type": "x"}),
+            Command::Add,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::IncompatibleVersion);
     }
 
@@ -262,13 +303,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnsupportedField);
-        assert!(err.msg.contains("ipam") && err.msg.contains("host-local"), "{}", err.msg);
+        assert!(
+            err.msg.contains("ipam") && err.msg.contains("host-local"),
+            "{}",
+            err.msg
+        );
     }
 
     #[test]
     fn bad_prev_result_fails_add_but_not_del() {
         let v = json!({"cniVersion": "1.1.0", "name": "n", "type": "t", "prevResult": {"ips": 5}});
-        assert_eq!(parse_json(v.clone(), Command::Add).unwrap_err().code, ErrorCode::DecodingFailure);
+        assert_eq!(
+            parse_json(v.clone(), Command::Add).unwrap_err().code,
+            ErrorCode::DecodingFailure
+        );
         assert!(parse_json(v, Command::Del).is_ok());
     }
 
@@ -282,22 +330,34 @@ mod tests {
         assert_eq!(
             conf.valid_attachments,
             vec![
-                ValidAttachment { container_id: "c1".into(), ifname: "eth0".into() },
-                ValidAttachment { container_id: "c2".into(), ifname: "net1".into() },
+                ValidAttachment {
+                    container_id: "c1".into(),
+                    ifname: "eth0".into()
+                },
+                ValidAttachment {
+                    container_id: "c2".into(),
+                    ifname: "net1".into()
+                },
             ]
         );
     }
 
     #[test]
     fn log_file_defaults_to_info() {
-        let conf = parse_json(json!({"cniVersion": "1.1.0", "name": "n", "type": "t", "logFile": "/tmp/x.log"}), Command::Add)
-            .unwrap();
+        let conf = parse_json(
+            json!({"cniVersion": "1.1.0", "name": "n", "type": "t", "logFile": "/tmp/x.log"}),
+            Command::Add,
+        )
+        .unwrap();
         assert_eq!(conf.log_level, Level::INFO);
     }
 
     #[test]
     fn requested_version_is_read_even_from_bad_configs() {
-        assert_eq!(requested_version(br#"{"cniVersion":"0.4.0","mtu":"x"}"#).as_deref(), Some("0.4.0"));
+        assert_eq!(
+            requested_version(br#"{"cniVersion":"0.4.0","mtu":"x"}"#).as_deref(),
+            Some("0.4.0")
+        );
         assert_eq!(requested_version(b"nope"), None);
     }
 }

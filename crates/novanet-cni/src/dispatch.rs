@@ -18,9 +18,15 @@ pub struct Failure {
 }
 
 /// Runs one invocation; `Ok(Some(text))` is printed on stdout, `Ok(None)` prints nothing.
-pub fn dispatch<F: Fn(&str) -> Option<String>>(get: &F, stdin: &mut dyn Read) -> Result<Option<String>, Failure> {
+pub fn dispatch<F: Fn(&str) -> Option<String>>(
+    get: &F,
+    stdin: &mut dyn Read,
+) -> Result<Option<String>, Failure> {
     let latest = version::CniVersion::LATEST.as_str();
-    let command = env::command(get).map_err(|error| Failure { error, cni_version: latest })?;
+    let command = env::command(get).map_err(|error| Failure {
+        error,
+        cni_version: latest,
+    })?;
 
     let mut bytes = Vec::new();
     let read = stdin.read_to_end(&mut bytes);
@@ -32,9 +38,18 @@ pub fn dispatch<F: Fn(&str) -> Option<String>>(get: &F, stdin: &mut dyn Read) ->
     let requested = config::requested_version(&bytes);
     let cni_version = version::version_for_errors(requested.as_deref());
     let fail = |error: CniError| Failure { error, cni_version };
-    read.map_err(|e| fail(CniError::new(ErrorCode::IoFailure, "error reading config from stdin").with_details(e.to_string())))?;
+    read.map_err(|e| {
+        fail(
+            CniError::new(ErrorCode::IoFailure, "error reading config from stdin")
+                .with_details(e.to_string()),
+        )
+    })?;
 
-    let attachment = if command.needs_attachment() { Some(env::attachment(command, get).map_err(fail)?) } else { None };
+    let attachment = if command.needs_attachment() {
+        Some(env::attachment(command, get).map_err(fail)?)
+    } else {
+        None
+    };
     let conf: NetConf = config::parse(&bytes, command).map_err(fail)?;
     logging::init(&conf);
     tracing::debug!(command = command.as_str(), version = conf.cni_version.as_str(), network = %conf.name, "invoked");
@@ -61,7 +76,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn run(vars: &[(&str, &str)], stdin: &str) -> Result<Option<String>, Failure> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         dispatch(&move |k: &str| map.get(k).cloned(), &mut stdin.as_bytes())
     }
 
@@ -69,20 +87,30 @@ mod tests {
     fn version_needs_no_config() {
         let out = run(&[("CNI_COMMAND", "VERSION")], "").unwrap().unwrap();
         assert!(out.contains("\"supportedVersions\""));
-        let out = run(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.4.0"}"#).unwrap().unwrap();
+        let out = run(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.4.0"}"#)
+            .unwrap()
+            .unwrap();
         assert!(out.contains("\"cniVersion\":\"0.4.0\""));
     }
 
     #[test]
     fn env_errors_come_before_config_errors_and_carry_the_requested_version() {
-        let f = run(&[("CNI_COMMAND", "ADD")], r#"{"cniVersion":"0.4.0","name":"n","type":"t","mtu":1}"#).unwrap_err();
+        let f = run(
+            &[("CNI_COMMAND", "ADD")],
+            r#"{"cniVersion":"0.4.0","name":"n","type":"t","mtu":1}"#,
+        )
+        .unwrap_err();
         assert_eq!(f.error.code, ErrorCode::InvalidEnvironment);
         assert_eq!(f.cni_version, "0.4.0");
     }
 
     #[test]
     fn bad_json_is_code_6_after_env_passes() {
-        let vars = [("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")];
+        let vars = [
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+        ];
         let f = run(&vars, "{not json").unwrap_err();
         assert_eq!(f.error.code, ErrorCode::DecodingFailure);
         assert_eq!(f.cni_version, "1.1.0");
@@ -90,7 +118,11 @@ mod tests {
 
     #[test]
     fn gc_on_old_version_is_code_1() {
-        let f = run(&[("CNI_COMMAND", "GC")], r#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#).unwrap_err();
+        let f = run(
+            &[("CNI_COMMAND", "GC")],
+            r#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#,
+        )
+        .unwrap_err();
         assert_eq!(f.error.code, ErrorCode::IncompatibleVersion);
         assert_eq!(f.cni_version, "1.0.0");
     }

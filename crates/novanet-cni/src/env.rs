@@ -92,7 +92,12 @@ pub fn attachment<F: Fn(&str) -> Option<String>>(
     if ifname.is_none() {
         missing.push("CNI_IFNAME");
     }
-    let missing_err = || invalid_env(format!("required env variables [{}] missing", missing.join(",")));
+    let missing_err = || {
+        invalid_env(format!(
+            "required env variables [{}] missing",
+            missing.join(",")
+        ))
+    };
     if !missing.is_empty() {
         return Err(missing_err());
     }
@@ -103,7 +108,12 @@ pub fn attachment<F: Fn(&str) -> Option<String>>(
     validate_container_id(&container_id)?;
     validate_ifname(&ifname)?;
     let pod = parse_cni_args(get("CNI_ARGS").as_deref().unwrap_or(""))?;
-    Ok(AttachmentEnv { container_id, ifname, netns: netns.map(PathBuf::from), pod })
+    Ok(AttachmentEnv {
+        container_id,
+        ifname,
+        netns: netns.map(PathBuf::from),
+        pod,
+    })
 }
 
 /// `CNI_CONTAINERID`: an alphanumeric first character, then alphanumerics, `_`, `.` or `-`.
@@ -126,14 +136,19 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some("is longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("is . or ..")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains / or : or whitespace")
     } else {
         None
     };
     match problem {
-        Some(problem) => Err(invalid_env(format!("invalid CNI_IFNAME: interface name {problem}"))
-            .with_details(name.to_string())),
+        Some(problem) => Err(
+            invalid_env(format!("invalid CNI_IFNAME: interface name {problem}"))
+                .with_details(name.to_string()),
+        ),
         None => Ok(()),
     }
 }
@@ -144,7 +159,9 @@ pub fn parse_cni_args(raw: &str) -> Result<PodArgs, CniError> {
     let mut pod = PodArgs::default();
     for pair in raw.split(';').filter(|p| !p.is_empty()) {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(invalid_env("invalid CNI_ARGS: a pair has no '='").with_details(pair.to_string()));
+            return Err(
+                invalid_env("invalid CNI_ARGS: a pair has no '='").with_details(pair.to_string())
+            );
         };
         match key {
             "K8S_POD_NAME" => pod.name = value.to_string(),
@@ -168,8 +185,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn getter(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| map.get(k).cloned()
     }
 
@@ -227,11 +246,17 @@ mod tests {
 
     #[test]
     fn del_does_not_need_netns() {
-        let env = attachment(Command::Del, &getter(&[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]))
-            .unwrap();
+        let env = attachment(
+            Command::Del,
+            &getter(&[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]),
+        )
+        .unwrap();
         assert_eq!(env.netns, None);
-        let err = attachment(Command::Check, &getter(&[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]))
-            .unwrap_err();
+        let err = attachment(
+            Command::Check,
+            &getter(&[("CNI_CONTAINERID", "c1"), ("CNI_IFNAME", "eth0")]),
+        )
+        .unwrap_err();
         assert!(err.msg.contains("CNI_NETNS"));
     }
 
@@ -243,7 +268,11 @@ mod tests {
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("0123456789abcde").is_ok());
         for bad in ["", ".", "..", "0123456789abcdef", "a/b", "a:b", "a b"] {
-            assert_eq!(validate_ifname(bad).unwrap_err().code, ErrorCode::InvalidEnvironment, "{bad:?}");
+            assert_eq!(
+                validate_ifname(bad).unwrap_err().code,
+                ErrorCode::InvalidEnvironment,
+                "{bad:?}"
+            );
         }
     }
 }

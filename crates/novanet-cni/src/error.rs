@@ -72,7 +72,11 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self { code, msg: msg.into(), details: String::new() }
+        Self {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -107,7 +111,10 @@ impl CniError {
         };
         // Serialising plain strings and integers cannot fail; keep a hand-written fallback anyway.
         serde_json::to_string(&wire).unwrap_or_else(|_| {
-            format!(r#"{{"cniVersion":"{cni_version}","code":{},"msg":"internal error"}}"#, self.code.value())
+            format!(
+                r#"{{"cniVersion":"{cni_version}","code":{},"msg":"internal error"}}"#,
+                self.code.value()
+            )
         })
     }
 }
@@ -155,7 +162,11 @@ mod tests {
         for (code, value) in table {
             assert_eq!(code.value(), value, "{code:?}");
         }
-        for plugin_specific in [ErrorCode::AgentRejected, ErrorCode::CheckFailed, ErrorCode::InterfaceExists] {
+        for plugin_specific in [
+            ErrorCode::AgentRejected,
+            ErrorCode::CheckFailed,
+            ErrorCode::InterfaceExists,
+        ] {
             assert!(plugin_specific.value() >= 100);
         }
     }

@@ -23,7 +23,11 @@ pub fn init(conf: &NetConf) {
         match OpenOptions::new().create(true).append(true).open(path) {
             Ok(file) => Some(file),
             Err(e) => {
-                let _ = writeln!(std::io::stderr(), "novanet-cni: cannot open logFile {}: {e}", path.display());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "novanet-cni: cannot open logFile {}: {e}",
+                    path.display()
+                );
                 None
             }
         }

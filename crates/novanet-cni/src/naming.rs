@@ -28,7 +28,11 @@ mod tests {
         assert_eq!(a, host_ifname("0123456789abcdef", "eth0"));
         assert_eq!(a.len(), 14);
         assert!(a.starts_with("nn"));
-        assert!(a[2..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a[2..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteScope};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -34,7 +36,10 @@ impl NetlinkError {
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self.errno(), Some(libc_errno::ENODEV) | Some(libc_errno::ENOENT) | Some(libc_errno::ESRCH))
+        matches!(
+            self.errno(),
+            Some(libc_errno::ENODEV) | Some(libc_errno::ENOENT) | Some(libc_errno::ESRCH)
+        )
     }
 
     pub fn is_exists(&self) -> bool {
@@ -102,25 +107,46 @@ impl Netlink {
     }
 
     fn from_parts((connection, handle): NetlinkParts) -> Self {
-        Self { handle, connection: tokio::spawn(connection) }
+        Self {
+            handle,
+            connection: tokio::spawn(connection),
+        }
     }
 
     /// The link called `name`, or `None` when there is none.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match stream.try_next().await {
             Ok(Some(msg)) => Ok(Some(link_from(&msg))),
             Ok(None) => Ok(None),
             Err(source) => {
-                let err = NetlinkError { op: format!("get link {name}"), source };
-                if err.is_not_found() { Ok(None) } else { Err(err) }
+                let err = NetlinkError {
+                    op: format!("get link {name}"),
+                    source,
+                };
+                if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
             }
         }
     }
 
     /// `ip link add <host> mtu <mtu> type veth peer name <peer> mtu <mtu> netns <peer_ns>`: one atomic
     /// request, so the pod-side name is only ever checked and created inside the pod's namespace.
-    pub async fn create_veth(&self, host: &str, peer: &str, peer_ns: &Netns, mtu: u32) -> Result<(), NetlinkError> {
+    pub async fn create_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        peer_ns: &Netns,
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
         let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer.to_string())
             .mtu(mtu)
@@ -136,7 +162,10 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(op_err(format!("create veth {host} <-> {peer} in {}", peer_ns.path().display())))
+            .map_err(op_err(format!(
+                "create veth {host} <-> {peer} in {}",
+                peer_ns.path().display()
+            )))
     }
 
     /// `ip link set <index> [mtu <mtu>] up`.
@@ -155,27 +184,50 @@ impl Netlink {
 
     /// `ip link del <index>`; a link already gone is success.
     pub async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
-        match self.handle.link().del(index).execute().await.map_err(op_err(format!("delete link {index}"))) {
+        match self
+            .handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(op_err(format!("delete link {index}")))
+        {
             Err(e) if e.is_not_found() => Ok(()),
             other => other,
         }
     }
 
     /// `ip addr add <ip>/<prefix_len> dev <index>`.
-    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
+    pub async fn add_address(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .address()
             .add(index, IpAddr::V4(ip), prefix_len)
             .execute()
             .await
-            .map_err(op_err(format!("add address {ip}/{prefix_len} to link {index}")))
+            .map_err(op_err(format!(
+                "add address {ip}/{prefix_len} to link {index}"
+            )))
     }
 
     /// The IPv4 addresses on link `index`.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
-        let mut stream = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         let mut out = Vec::new();
-        while let Some(msg) = stream.try_next().await.map_err(op_err(format!("list addresses of link {index}")))? {
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(op_err(format!("list addresses of link {index}")))?
+        {
             if msg.header.index != index {
                 continue;
             }
@@ -211,12 +263,18 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(op_err(format!("replace route {dst}/{prefix_len}{via} dev {oif}")))
+            .map_err(op_err(format!(
+                "replace route {dst}/{prefix_len}{via} dev {oif}"
+            )))
     }
 
     /// The IPv4 routes of the main table.
     pub async fn routes(&self) -> Result<Vec<RouteV4>, NetlinkError> {
-        let mut stream = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let mut stream = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
         let mut out = Vec::new();
         while let Some(msg) = stream.try_next().await.map_err(op_err("list routes"))? {
             let mut table = u32::from(msg.header.table);
@@ -243,7 +301,12 @@ impl Netlink {
     }
 
     /// `ip neigh replace <ip> lladdr <mac> dev <index> nud permanent`.
-    pub async fn replace_permanent_neighbour(&self, index: u32, ip: Ipv4Addr, mac: &[u8]) -> Result<(), NetlinkError> {
+    pub async fn replace_permanent_neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: &[u8],
+    ) -> Result<(), NetlinkError> {
         self.handle
             .neighbours()
             .add(index, IpAddr::V4(ip))
@@ -252,11 +315,17 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(op_err(format!("add permanent neighbour {ip} on link {index}")))
+            .map_err(op_err(format!(
+                "add permanent neighbour {ip} on link {index}"
+            )))
     }
 
     /// The neighbour entry for `ip` on link `index`: its MAC and whether it is permanent.
-    pub async fn neighbour(&self, index: u32, ip: Ipv4Addr) -> Result<Option<(Vec<u8>, bool)>, NetlinkError> {
+    pub async fn neighbour(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+    ) -> Result<Option<(Vec<u8>, bool)>, NetlinkError> {
         let mut stream = self.handle.neighbours().get().execute();
         while let Some(msg) = stream.try_next().await.map_err(op_err("list neighbours"))? {
             if msg.header.ifindex != index {
@@ -273,7 +342,10 @@ impl Netlink {
                 NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
                 _ => None,
             });
-            return Ok(Some((mac.unwrap_or_default(), msg.header.state == NeighbourState::Permanent)));
+            return Ok(Some((
+                mac.unwrap_or_default(),
+                msg.header.state == NeighbourState::Permanent,
+            )));
         }
         Ok(None)
     }
@@ -294,7 +366,9 @@ fn link_from(msg: &LinkMessage) -> Link {
             LinkAttribute::Address(mac) => link.mac = mac.clone(),
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::LinkInfo(infos) => {
-                link.is_veth = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                link.is_veth = infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
             }
             _ => {}
         }

@@ -38,17 +38,29 @@ impl Netns {
             } else {
                 ErrorCode::InvalidNetns
             };
-            CniError::new(code, format!("network namespace {} does not exist or cannot be opened", path.display()))
-                .with_details(e.to_string())
+            CniError::new(
+                code,
+                format!(
+                    "network namespace {} does not exist or cannot be opened",
+                    path.display()
+                ),
+            )
+            .with_details(e.to_string())
         })?;
         let fs = fstatfs(&file).map_err(|e| {
-            CniError::new(ErrorCode::InvalidNetns, format!("cannot stat network namespace {}", path.display()))
-                .with_details(e.to_string())
+            CniError::new(
+                ErrorCode::InvalidNetns,
+                format!("cannot stat network namespace {}", path.display()),
+            )
+            .with_details(e.to_string())
         })?;
         if fs.filesystem_type() != NSFS_MAGIC {
             return Err(CniError::new(
                 ErrorCode::InvalidNetns,
-                format!("{} is not a network namespace (was it deleted?)", path.display()),
+                format!(
+                    "{} is not a network namespace (was it deleted?)",
+                    path.display()
+                ),
             ));
         }
         let ours = std::fs::metadata("/proc/self/ns/net")
@@ -59,10 +71,16 @@ impl Netns {
         if ours.dev() == theirs.dev() && ours.ino() == theirs.ino() {
             return Err(CniError::new(
                 ErrorCode::InvalidNetns,
-                format!("CNI_NETNS {} is the plugin's own network namespace", path.display()),
+                format!(
+                    "CNI_NETNS {} is the plugin's own network namespace",
+                    path.display()
+                ),
             ));
         }
-        Ok(Self { file, path: path.to_path_buf() })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -23,7 +23,11 @@ pub struct Interface {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox: String,
     /// 1.1.0 and later.
-    #[serde(default, rename = "socketPath", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "socketPath",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub socket_path: Option<String>,
     /// 1.1.0 and later.
     #[serde(default, rename = "pciID", skip_serializing_if = "Option::is_none")]
@@ -94,7 +98,11 @@ impl Dns {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CniResult {
     /// Overwritten with the negotiated version on rendering.
-    #[serde(default, rename = "cniVersion", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "cniVersion",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     #[serde(default)]
     pub interfaces: Vec<Interface>,
@@ -125,7 +133,8 @@ impl CniResult {
     /// Parses a `prevResult` (any supported version). Failure is code 6.
     pub fn from_value(value: Value) -> Result<Self, CniError> {
         serde_json::from_value(value).map_err(|e| {
-            CniError::new(ErrorCode::DecodingFailure, "failed to decode prevResult").with_details(e.to_string())
+            CniError::new(ErrorCode::DecodingFailure, "failed to decode prevResult")
+                .with_details(e.to_string())
         })
     }
 
@@ -152,7 +161,11 @@ impl CniResult {
             interface: Some(host_index + 1),
             ..IpConfig::default()
         });
-        let default_route = Route { dst: "0.0.0.0/0".into(), gw: Some(gateway), ..Route::default() };
+        let default_route = Route {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(gateway),
+            ..Route::default()
+        };
         if !self.routes.contains(&default_route) {
             self.routes.push(default_route);
         }
@@ -163,7 +176,9 @@ impl CniResult {
         let mut out = self.clone();
         out.cni_version = version.as_str().to_string();
         for ip in &mut out.ips {
-            ip.version = version.ips_carry_version().then(|| ip_family(&ip.address).to_string());
+            ip.version = version
+                .ips_carry_version()
+                .then(|| ip_family(&ip.address).to_string());
         }
         if !version.has_v1_1_fields() {
             for iface in &mut out.interfaces {
@@ -188,12 +203,17 @@ impl CniResult {
             .interfaces
             .iter()
             .position(|i| i.name == ifname && i.sandbox == sandbox);
-        self.ips.iter().filter(|ip| index.is_some() && ip.interface == index).collect()
+        self.ips
+            .iter()
+            .filter(|ip| index.is_some() && ip.interface == index)
+            .collect()
     }
 
     /// The interface named `ifname` inside `sandbox`, if listed.
     pub fn interface_in(&self, ifname: &str, sandbox: &str) -> Option<&Interface> {
-        self.interfaces.iter().find(|i| i.name == ifname && i.sandbox == sandbox)
+        self.interfaces
+            .iter()
+            .find(|i| i.name == ifname && i.sandbox == sandbox)
     }
 }
 
@@ -203,7 +223,10 @@ fn ip_family(cidr: &str) -> &'static str {
 
 /// `aa:bb:cc:dd:ee:ff`, lower case, as the reference plugins print MACs.
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -321,6 +344,9 @@ mod tests {
 
     #[test]
     fn mac_is_lower_case_colon_separated() {
-        assert_eq!(format_mac(&[0xAB, 0xcd, 0, 1, 2, 0xff]), "ab:cd:00:01:02:ff");
+        assert_eq!(
+            format_mac(&[0xAB, 0xcd, 0, 1, 2, 0xff]),
+            "ab:cd:00:01:02:ff"
+        );
     }
 }

@@ -73,19 +73,32 @@ pub fn negotiate(requested: Option<&str>, command: Command) -> Result<CniVersion
             ErrorCode::IncompatibleVersion,
             "incompatible CNI versions: the config has no cniVersion",
         )
-        .with_details(format!("a config without cniVersion means 0.1.0; plugin supports [{supported}]")));
+        .with_details(format!(
+            "a config without cniVersion means 0.1.0; plugin supports [{supported}]"
+        )));
     };
     let Some(version) = CniVersion::parse(requested) else {
-        return Err(CniError::new(ErrorCode::IncompatibleVersion, "incompatible CNI versions")
-            .with_details(format!("config is {requested:?}, plugin supports [{supported}]")));
+        return Err(
+            CniError::new(ErrorCode::IncompatibleVersion, "incompatible CNI versions")
+                .with_details(format!(
+                    "config is {requested:?}, plugin supports [{supported}]"
+                )),
+        );
     };
     let minimum = minimum_for(command);
     if version < minimum {
         return Err(CniError::new(
             ErrorCode::IncompatibleVersion,
-            format!("config version {requested} does not allow {}", command.as_str()),
+            format!(
+                "config version {requested} does not allow {}",
+                command.as_str()
+            ),
         )
-        .with_details(format!("{} needs cniVersion {} or later", command.as_str(), minimum.as_str())));
+        .with_details(format!(
+            "{} needs cniVersion {} or later",
+            command.as_str(),
+            minimum.as_str()
+        )));
     }
     Ok(version)
 }
@@ -103,14 +116,22 @@ pub fn version_answer(requested: Option<&str>) -> String {
         #[serde(rename = "supportedVersions")]
         supported_versions: Vec<&'static str>,
     }
-    let cni_version = requested.filter(|s| !s.is_empty()).unwrap_or(CniVersion::LATEST.as_str());
-    let answer = Answer { cni_version, supported_versions: supported_list() };
+    let cni_version = requested
+        .filter(|s| !s.is_empty())
+        .unwrap_or(CniVersion::LATEST.as_str());
+    let answer = Answer {
+        cni_version,
+        supported_versions: supported_list(),
+    };
     serde_json::to_string(&answer).unwrap_or_default()
 }
 
 /// The version to write into an error result: the requested one when the plugin speaks it.
 pub fn version_for_errors(requested: Option<&str>) -> &'static str {
-    requested.and_then(CniVersion::parse).unwrap_or(CniVersion::LATEST).as_str()
+    requested
+        .and_then(CniVersion::parse)
+        .unwrap_or(CniVersion::LATEST)
+        .as_str()
 }
 
 #[cfg(test)]
@@ -135,13 +156,22 @@ mod tests {
 
     #[test]
     fn missing_version_is_code_1() {
-        assert_eq!(negotiate(None, Command::Add).unwrap_err().code, ErrorCode::IncompatibleVersion);
-        assert_eq!(negotiate(Some(""), Command::Del).unwrap_err().code, ErrorCode::IncompatibleVersion);
+        assert_eq!(
+            negotiate(None, Command::Add).unwrap_err().code,
+            ErrorCode::IncompatibleVersion
+        );
+        assert_eq!(
+            negotiate(Some(""), Command::Del).unwrap_err().code,
+            ErrorCode::IncompatibleVersion
+        );
     }
 
     #[test]
     fn check_needs_0_4_0() {
-        assert_eq!(negotiate(Some("0.3.1"), Command::Check).unwrap_err().code, ErrorCode::IncompatibleVersion);
+        assert_eq!(
+            negotiate(Some("0.3.1"), Command::Check).unwrap_err().code,
+            ErrorCode::IncompatibleVersion
+        );
         assert!(negotiate(Some("0.4.0"), Command::Check).is_ok());
     }
 
@@ -159,7 +189,10 @@ mod tests {
     fn version_answer_lists_supported_versions_and_echoes_request() {
         let v: serde_json::Value = serde_json::from_str(&version_answer(Some("1.0.0"))).unwrap();
         assert_eq!(v["cniVersion"], "1.0.0");
-        assert_eq!(v["supportedVersions"], serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+        assert_eq!(
+            v["supportedVersions"],
+            serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        );
         let v: serde_json::Value = serde_json::from_str(&version_answer(None)).unwrap();
         assert_eq!(v["cniVersion"], "1.1.0");
     }

@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 pub use error::DataplaneError;
-pub use novanet_common::{Counter, CounterValue, EndpointInfo};
 use novanet_common::POD_INGRESS_PROG;
+pub use novanet_common::{Counter, CounterValue, EndpointInfo};
 pub use tc::ifindex;
 
 /// NovaNet's loaded datapath: the eBPF object with its maps adopted from (or pinned to) the pin directory.

@@ -20,7 +20,8 @@ fn errno(e: &MapError) -> Option<i32> {
 }
 
 fn endpoints_mut(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, EndpointKey, EndpointInfo>, DataplaneError> {
-    let map = ebpf.map_mut(ENDPOINTS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: ENDPOINTS_MAP })?;
+    let map =
+        ebpf.map_mut(ENDPOINTS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: ENDPOINTS_MAP })?;
     HashMap::try_from(map).map_err(map_err(ENDPOINTS_MAP, "opening"))
 }
 
@@ -83,6 +84,7 @@ pub(crate) fn sum<'a>(slots: impl Iterator<Item = &'a CounterValue>) -> CounterV
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -97,11 +99,8 @@ mod tests {
 
     #[test]
     fn sum_adds_every_cpu_slot() {
-        let slots = [
-            CounterValue { packets: 1, bytes: 100 },
-            CounterValue { packets: 2, bytes: 50 },
-            CounterValue::default(),
-        ];
+        let slots =
+            [CounterValue { packets: 1, bytes: 100 }, CounterValue { packets: 2, bytes: 50 }, CounterValue::default()];
         assert_eq!(sum(slots.iter()), CounterValue { packets: 3, bytes: 150 });
     }
 }

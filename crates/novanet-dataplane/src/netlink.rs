@@ -180,6 +180,7 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -251,8 +252,7 @@ mod tests {
     fn parse_dump_stops_at_done_and_surfaces_errors() {
         let mut out = Vec::new();
         assert_eq!(parse_dump(&message(NLMSG_DONE, 1, &[0; 4]), 1, &mut out).unwrap(), Dump::Done);
-        let err = parse_dump(&message(NLMSG_ERROR, 1, &(-libc::ENODEV).to_ne_bytes()), 1, &mut out)
-            .unwrap_err();
+        let err = parse_dump(&message(NLMSG_ERROR, 1, &(-libc::ENODEV).to_ne_bytes()), 1, &mut out).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENODEV));
     }
 

@@ -43,7 +43,9 @@ pub(crate) fn attach_pod_ingress(prog: &mut SchedClassifier, ifname: &str) -> Re
     }
 
     let ours_exists = netlink::ingress_filters(index)
-        .map_err(|e| gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e }))?
+        .map_err(|e| {
+            gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e })
+        })?
         .iter()
         .any(|f| f.priority == FILTER_PRIORITY && f.handle == FILTER_HANDLE);
 
@@ -68,10 +70,7 @@ pub(crate) fn attach_pod_ingress(prog: &mut SchedClassifier, ifname: &str) -> Re
     Ok(index)
 }
 
-fn replace(
-    prog: &mut SchedClassifier,
-    ifname: &str,
-) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
+fn replace(prog: &mut SchedClassifier, ifname: &str) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
     let link = SchedClassifierLink::attached(
         ifname,
         TcAttachType::Ingress,
@@ -99,11 +98,7 @@ pub(crate) fn pod_ingress_attached(ifname: &str) -> Result<bool, DataplaneError>
 
 /// Maps "no such device" to [`DataplaneError::InterfaceNotFound`] (the veth vanished mid-operation).
 fn gone_or(ifname: &str, errno: Option<i32>, other: DataplaneError) -> DataplaneError {
-    if errno == Some(libc::ENODEV) {
-        DataplaneError::InterfaceNotFound { name: ifname.to_string() }
-    } else {
-        other
-    }
+    if errno == Some(libc::ENODEV) { DataplaneError::InterfaceNotFound { name: ifname.to_string() } } else { other }
 }
 
 fn tc_errno(e: &TcError) -> Option<i32> {

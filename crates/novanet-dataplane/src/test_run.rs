@@ -132,21 +132,21 @@ fn truncated_packet_passes_safely() {
     let mut dp = load(&root);
     dp.upsert_endpoint(Ipv4Addr::from(POD_B), &endpoint(4242, POD_B_MAC, HOST_B_MAC, 0)).unwrap();
     let full = ipv4_to(POD_B);
-    // 14 bytes is the smallest frame BPF_PROG_TEST_RUN accepts; 33 is one byte short of the destination.
-    for len in [14, 15, 20, 30, 33] {
-        let prog: &SchedClassifier = dp.ebpf.program(POD_INGRESS_PROG).unwrap().try_into().unwrap();
-        let r = prog.test_run(TestRunOptions { data_in: Some(&full[..len]), ..TestRunOptions::new() });
-        eprintln!("DEBUG len {len}: {r:?}");
-    }
+    // BPF_PROG_TEST_RUN (6.18) refuses IPv4-typed frames shorter than an IP header with EINVAL, so short
+    // frames go in with another ethertype: the program's bounds check runs before it reads the ethertype,
+    // so this is the branch a short IPv4 frame takes. 14 bytes is the smallest frame test-run accepts.
+    let mut short = full.clone();
+    short[12..14].copy_from_slice(&[0x88, 0xb5]); // IEEE local experimental ethertype
     for len in [14, 20, 33] {
-        let (verdict, out) = run(&dp, &full[..len]);
+        let (verdict, out) = run(&dp, &short[..len]);
         assert_eq!(verdict, TC_ACT_OK, "truncated to {len} bytes");
-        assert_eq!(out, full[..len]);
+        assert_eq!(out, short[..len], "truncated to {len} bytes");
     }
     assert_eq!(counter(&dp, Counter::PassNonIpv4).packets, 3);
-    // Exactly the headers we read (34 bytes) is enough.
+    // Exactly the headers the program reads (34 bytes) is enough.
     let (verdict, _) = run(&dp, &full[..34]);
     assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(counter(&dp, Counter::RedirectLocal).packets, 1);
 }
 
 #[test]
@@ -195,10 +195,7 @@ fn upsert_into_a_full_map_is_map_full() {
     // Updating an existing entry still works when full.
     dp.upsert_endpoint(Ipv4Addr::from(0x0A00_0000u32), &info).unwrap();
     let err = dp.upsert_endpoint(Ipv4Addr::new(192, 168, 0, 1), &info).unwrap_err();
-    assert!(
-        matches!(err, DataplaneError::MapFull { map: ENDPOINTS_MAP, max_entries: MAX_ENDPOINTS }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DataplaneError::MapFull { map: ENDPOINTS_MAP, max_entries: MAX_ENDPOINTS }), "{err:?}");
 }
 
 #[test]

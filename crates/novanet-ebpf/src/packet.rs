@@ -64,8 +64,7 @@ impl Ipv4Frame {
         let eth = start as *mut EthHdr;
         let ip = (start + ETH_HLEN) as *const Ipv4Hdr;
         // SAFETY: both headers lie within [data, data_end) (checked above) and have alignment 1.
-        let (ether_type, version, daddr) =
-            unsafe { ((*eth).ether_type, (*ip).version_ihl >> 4, (*ip).daddr) };
+        let (ether_type, version, daddr) = unsafe { ((*eth).ether_type, (*ip).version_ihl >> 4, (*ip).daddr) };
         if ether_type != ETH_P_IP_BE || version != 4 {
             return None;
         }

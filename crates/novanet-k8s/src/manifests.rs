@@ -1,8 +1,8 @@
 //! The lab's object source format: a multi-document YAML of Kubernetes objects, parsed into the
 //! same typed k8s-openapi objects the apiserver source produces.
 //!
-//! Supported: v1 Node (spec.podCIDR/podCIDRs), Namespace, Pod (labels, spec.nodeName,
-//! spec.containers[0].command), Service; networking.k8s.io/v1 NetworkPolicy; discovery.k8s.io/v1
+//! Supported: v1 Node (`spec.podCIDR`/`podCIDRs`), Namespace, Pod (labels, `spec.nodeName`,
+//! `spec.containers[0].command`), Service; networking.k8s.io/v1 NetworkPolicy; discovery.k8s.io/v1
 //! EndpointSlice; and v1 List of those. Anything else is an error naming the document.
 //!
 //! Invariants after [`Manifests::normalize`] (which parsing applies):

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 
 use crate::binaries::{Binaries, MissingBinary};
+use crate::controlplane::{ControlPlane, ControlPlaneConfig};
 use crate::netns::{NetNs, NetnsError};
 use crate::node::{self, NodeError};
 use crate::pod::{self, PodError};
@@ -33,6 +34,10 @@ pub enum LabError {
     NoSuchNode(String),
     #[error("pod {0} already exists")]
     PodExists(String),
+    #[error(transparent)]
+    ControlPlane(#[from] crate::controlplane::ControlPlaneError),
+    #[error("kubectl: {0}")]
+    Kubectl(String),
     #[error("lab down left things behind: {0:?}")]
     Leftovers(Vec<String>),
 }
@@ -45,11 +50,28 @@ pub struct Lab {
     pub state: LabState,
     bins: Binaries,
     down_on_drop: bool,
+    control_plane: Option<ControlPlane>,
 }
+
+/// How a lab is built.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    /// Run a genuine Kubernetes control plane (binaries in this directory) in the underlay namespace;
+    /// agents then take pod CIDRs from their Node objects and watch the API, and pods are created in
+    /// the API before the CNI wires them.
+    pub kubernetes: Option<PathBuf>,
+}
+
+/// The control plane's address on the lab underlay.
+pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
 
 impl Lab {
     /// Brings up a lab from `spec` under `name`. On failure, everything made so far is removed.
     pub fn up(name: &str, spec: &LabSpec) -> Result<Lab, LabError> {
+        Self::up_with(name, spec, &LabOptions::default())
+    }
+
+    pub fn up_with(name: &str, spec: &LabSpec, options: &LabOptions) -> Result<Lab, LabError> {
         let bins = Binaries::discover()?;
         let dir = lab_dir(name);
         if LabState::file(&dir).exists() {
@@ -57,25 +79,29 @@ impl Lab {
         }
         let prefix = crate::netns::unique_prefix();
         let state = LabState { name: name.to_string(), dir, prefix, ..Default::default() };
-        let mut lab = Lab { state, bins, down_on_drop: true };
+        let mut lab = Lab { state, bins, down_on_drop: true, control_plane: None };
         lab.state.save()?;
-        lab.build(spec)?;
+        lab.build(spec, options)?;
         lab.down_on_drop = false;
         Ok(lab)
     }
 
     /// Like [`Lab::up`], but the lab is torn down when the value drops (tests, even when they panic).
     pub fn guard(name: &str, spec: &LabSpec) -> Result<Lab, LabError> {
-        let mut lab = Lab::up(name, spec)?;
+        Self::guard_with(name, spec, &LabOptions::default())
+    }
+
+    pub fn guard_with(name: &str, spec: &LabSpec, options: &LabOptions) -> Result<Lab, LabError> {
+        let mut lab = Lab::up_with(name, spec, options)?;
         lab.down_on_drop = true;
         Ok(lab)
     }
 
     pub fn load(name: &str) -> Result<Lab, LabError> {
-        Ok(Lab { state: LabState::load(name)?, bins: Binaries::discover()?, down_on_drop: false })
+        Ok(Lab { state: LabState::load(name)?, bins: Binaries::discover()?, down_on_drop: false, control_plane: None })
     }
 
-    fn build(&mut self, spec: &LabSpec) -> Result<(), LabError> {
+    fn build(&mut self, spec: &LabSpec, options: &LabOptions) -> Result<(), LabError> {
         let underlay: Ipv4Net = UNDERLAY_CIDR.parse().unwrap_or_else(|_| unreachable!("constant CIDR"));
         let ul_name = format!("{}-ul", self.state.prefix);
         let ul = NetNs::create(&ul_name)?;
@@ -85,6 +111,9 @@ impl Lab {
         ul.ip(&["link", "add", "br0", "type", "bridge"])?;
         ul.ip(&["link", "set", "br0", "up"])?;
         self.state.save()?;
+        if let Some(bin_dir) = &options.kubernetes {
+            self.start_control_plane(bin_dir, &ul_name, underlay.prefix_len())?;
+        }
         for node_spec in &spec.nodes {
             self.add_node(node_spec)?;
         }
@@ -111,10 +140,22 @@ impl Lab {
         node::create_netns(&node, &ul_name, underlay.prefix_len())?;
         self.state.nodes.push(node.clone());
         self.state.save()?;
-        let result = node::prepare_files(&mut node, &self.bins);
+        let kubeconfig = self.control_plane.as_ref().map(|cp| cp.admin_kubeconfig().to_path_buf());
+        if kubeconfig.is_some() {
+            self.kubectl_apply(&serde_json::json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
+            }))?;
+        }
+        let result = node::prepare_files(&mut node, &self.bins, kubeconfig.as_deref());
         self.replace_node(&node)?;
         result?;
         let result = node::start_agent(&mut node, &self.bins);
+        if result.is_ok() && kubeconfig.is_some() {
+            // The pod CIDR is the controller-manager's choice; the agent reports it.
+            let status = node::agent_status(&node.socket()).map_err(|e| LabError::Kubectl(e))?;
+            node.pod_cidr = status.pod_cidr.parse().map_err(|_| LabError::Kubectl(format!("bad pod CIDR {}", status.pod_cidr)))?;
+        }
         self.replace_node(&node)?;
         result?;
         for peer in self.state.nodes.clone() {
@@ -153,10 +194,11 @@ impl Lab {
         }
         let node = self.node(&spec.node)?.clone();
         let seq = self.state.pods.len();
+        let uid = if self.control_plane.is_some() { self.create_api_pod(spec)? } else { spec.uid.clone() };
         let mut pod = PodState {
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
-            uid: spec.uid.clone(),
+            uid,
             node: spec.node.clone(),
             netns: format!("{}-p{}-{}", self.state.prefix, seq, spec.name),
             container_id: pod::new_container_id(),
@@ -187,6 +229,9 @@ impl Lab {
             .position(|p| p.key() == key || p.name == key)
             .ok_or_else(|| LabError::NoSuchPod(key.to_string()))?;
         let mut pod = self.state.pods.remove(idx);
+        if self.control_plane.is_some() {
+            self.kubectl(&["delete", "pod", "-n", &pod.namespace, &pod.name, "--grace-period=0", "--force", "--wait=false", "--ignore-not-found"], None)?;
+        }
         let node = self.state.node(&pod.node).cloned();
         let problems = pod::remove(node.as_ref(), &mut pod);
         self.state.save()?;
@@ -230,6 +275,13 @@ impl Lab {
 
     fn teardown(&mut self) -> Result<(), LabError> {
         let mut problems = Vec::new();
+        // The control plane goes first, so agents see an outage, never a mass deletion of pods.
+        self.control_plane = None;
+        for pid in std::mem::take(&mut self.state.control_plane_pids) {
+            for name in ["kube-", "etcd"] {
+                crate::process::stop(pid, name, std::time::Duration::from_secs(5));
+            }
+        }
         while let Some(mut pod) = self.state.pods.pop() {
             let node = self.state.node(&pod.node).cloned();
             problems.extend(pod::remove(node.as_ref(), &mut pod));
@@ -260,6 +312,58 @@ impl Lab {
         }
         // Pods whose DEL failed are still torn down (namespace removed); report, don't hide.
         if problems.is_empty() { Ok(()) } else { Err(LabError::Leftovers(problems)) }
+    }
+}
+
+impl Lab {
+    fn start_control_plane(&mut self, bin_dir: &std::path::Path, ul_name: &str, prefix_len: u8) -> Result<(), LabError> {
+        NetNs::existing(ul_name).ip(&["addr", "add", &format!("{CONTROL_PLANE_IP}/{prefix_len}"), "dev", "br0"])?;
+        let mut cfg = ControlPlaneConfig::new(bin_dir, self.state.dir.join("control-plane"), ul_name, CONTROL_PLANE_IP);
+        // A test's lab lives in its thread; `novanet lab up` must outlive the command.
+        cfg.die_with_parent = self.down_on_drop;
+        let cp = ControlPlane::start(cfg)?;
+        self.state.control_plane_pids = cp.pids();
+        self.state.kubeconfig = Some(cp.local_kubeconfig().to_path_buf());
+        self.control_plane = Some(cp);
+        self.state.save()?;
+        Ok(())
+    }
+
+    pub fn control_plane(&mut self) -> Option<&mut ControlPlane> {
+        self.control_plane.as_mut()
+    }
+
+    /// Runs kubectl against the lab's control plane (root-namespace kubeconfig), returning stdout.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, LabError> {
+        let cp = self.control_plane.as_ref().ok_or_else(|| LabError::Kubectl("the lab has no control plane".into()))?;
+        let mut cmd = std::process::Command::new(cp.config().bin_dir.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(cp.local_kubeconfig()).args(args);
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| LabError::Kubectl(e.to_string()))?;
+        if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            w.write_all(text.as_bytes()).map_err(|e| LabError::Kubectl(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| LabError::Kubectl(e.to_string()))?;
+        if !out.status.success() {
+            return Err(LabError::Kubectl(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    fn kubectl_apply(&self, object: &serde_json::Value) -> Result<String, LabError> {
+        self.kubectl(&["apply", "-o", "json", "-f", "-"], Some(&object.to_string()))
+    }
+
+    /// Creates the pod in the API (bound to its node, as the scheduler would) and returns its UID.
+    fn create_api_pod(&self, spec: &PodSpec) -> Result<String, LabError> {
+        let out = self.kubectl_apply(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": spec.labels},
+            "spec": {"nodeName": spec.node, "containers": [{"name": "main", "image": "busybox"}]},
+        }))?;
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| LabError::Kubectl(e.to_string()))?;
+        v["metadata"]["uid"].as_str().map(str::to_string).ok_or_else(|| LabError::Kubectl("created pod has no uid".into()))
     }
 }
 

@@ -16,5 +16,5 @@ pub mod process;
 pub mod spec;
 pub mod state;
 
-pub use lab::{Lab, LabError};
+pub use lab::{Lab, LabError, LabOptions};
 pub use spec::{LabSpec, NodeSpec, PodSpec};

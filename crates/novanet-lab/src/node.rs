@@ -64,18 +64,23 @@ pub fn add_peer_route(node: &NodeState, peer: &NodeState) -> Result<(), NodeErro
 
 /// Prepares the node directory: bpffs, CNI plugin and conflist (through the agent's own `install-cni`,
 /// as the DaemonSet's init container does), and the agent configuration.
-pub fn prepare_files(node: &mut NodeState, bins: &Binaries) -> Result<(), NodeError> {
+/// With `kubeconfig`, the agent takes its pod CIDR from the Node object and watches the API; without,
+/// the node's pod CIDR is static.
+pub fn prepare_files(node: &mut NodeState, bins: &Binaries, kubeconfig: Option<&Path>) -> Result<(), NodeError> {
     for dir in [node.dir.clone(), node.state_dir(), node.bpffs_dir(), node.dir.join("run")] {
         fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     }
     let bpffs = node.bpffs_dir();
     netns::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs))?;
     node.bpffs = Some(bpffs.clone());
+    let source = match kubeconfig {
+        Some(k) => format!("podCIDRSource: kubernetes\nkubeconfig: {}\norphanSweepSeconds: 2", k.display()),
+        None => format!("podCIDRSource: static\npodCIDR: {}", node.pod_cidr),
+    };
     let config = format!(
-        "nodeName: {name}\npodCIDRSource: static\npodCIDR: {cidr}\nsocketPath: {sock}\nstateDir: {state}\n\
+        "nodeName: {name}\n{source}\nsocketPath: {sock}\nstateDir: {state}\n\
          bpffsRoot: {bpf}\nunderlayIP: {ul}\ncni: {{binDir: {bin}, confDir: {conf}}}\n",
         name = node.name,
-        cidr = node.pod_cidr,
         sock = node.socket().display(),
         state = node.state_dir().display(),
         bpf = bpffs.display(),

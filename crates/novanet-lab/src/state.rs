@@ -32,6 +32,12 @@ pub struct LabState {
     pub underlay_cidr: Option<Ipv4Net>,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
+    /// Control-plane processes when the lab runs a genuine Kubernetes control plane.
+    #[serde(default)]
+    pub control_plane_pids: Vec<u32>,
+    /// kubeconfig for tools in the root namespace (through the lab's forwarder).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

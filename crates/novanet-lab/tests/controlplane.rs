@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use novanet_lab::controlplane::{
-    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, ControlPlaneError, Forwarder, locate_bin_dir,
-    missing_binaries,
+    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, ControlPlaneError, Forwarder,
+    locate_bin_dir, missing_binaries,
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
 
@@ -30,7 +30,9 @@ fn say(msg: &str) {
 /// The bin dir when every binary in `names` is built there; otherwise prints why the test is skipped.
 fn k8s_bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
     let Some(dir) = locate_bin_dir() else {
-        say(&format!("SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"));
+        say(&format!(
+            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
+        ));
         return None;
     };
     let missing = missing_binaries(&dir, names);
@@ -49,31 +51,57 @@ fn k8s_bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
 /// A fresh namespace with the control-plane address on its loopback.
 fn cp_namespace() -> NetNs {
     let ns = NetNs::create(&format!("{}cp", unique_prefix())).unwrap();
-    ns.ip(&["addr", "add", &format!("{CP_ADDRESS}/32"), "dev", "lo"]).unwrap();
+    ns.ip(&["addr", "add", &format!("{CP_ADDRESS}/32"), "dev", "lo"])
+        .unwrap();
     ns
 }
 
 fn kubectl(bins: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bins.join("kubectl"));
-    cmd.arg("--kubeconfig").arg(kubeconfig).arg("--request-timeout=10s").args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--request-timeout=10s")
+        .args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
 
 fn ok_stdout(what: &str, out: Output) -> String {
-    assert!(out.status.success(), "{what} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn assert_gone(pids: &[u32], netns: &str, work_dir: &Path) {
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} is still there");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there"
+        );
     }
-    assert!(!Path::new("/run/netns").join(netns).exists(), "netns {netns} is still there");
+    assert!(
+        !Path::new("/run/netns").join(netns).exists(),
+        "netns {netns} is still there"
+    );
     assert!(!work_dir.exists(), "{} is still there", work_dir.display());
 }
 
@@ -82,7 +110,9 @@ fn controller_manager_assigns_pod_cidr_and_node_survives_apiserver_restart() {
     let test = "controller_manager_assigns_pod_cidr_and_node_survives_apiserver_restart";
     let mut names = CONTROL_PLANE_BINARIES.to_vec();
     names.push("kubectl");
-    let Some(bins) = k8s_bins_or_skip(test, &names) else { return };
+    let Some(bins) = k8s_bins_or_skip(test, &names) else {
+        return;
+    };
     let ns = cp_namespace();
     let tmp = tempfile::tempdir().unwrap();
     let work_dir = tmp.path().join("cp");
@@ -93,55 +123,118 @@ fn controller_manager_assigns_pod_cidr_and_node_survives_apiserver_restart() {
 
     let started = Instant::now();
     let mut cp = ControlPlane::start(cfg).unwrap();
-    say(&format!("control plane ready in {:?}, pids {:?}, local {:?}", started.elapsed(), cp.pids(), cp.local_addr()));
+    say(&format!(
+        "control plane ready in {:?}, pids {:?}, local {:?}",
+        started.elapsed(),
+        cp.pids(),
+        cp.local_addr()
+    ));
     assert_eq!(cp.pids().len(), 4);
     let local = cp.local_kubeconfig().to_path_buf();
 
-    let version = ok_stdout("kubectl version", kubectl(&bins, &local, &["version", "-o", "json"], None));
-    assert!(version.contains("\"gitVersion\": \"v1.34.4\""), "unexpected version: {version}");
+    let version = ok_stdout(
+        "kubectl version",
+        kubectl(&bins, &local, &["version", "-o", "json"], None),
+    );
+    assert!(
+        version.contains("\"gitVersion\": \"v1.34.4\""),
+        "unexpected version: {version}"
+    );
 
     // The admin kubeconfig is for processes inside lab namespaces: the apiserver's own address.
     let mut inside = Command::new("nsenter");
-    inside.arg(format!("--net=/run/netns/{}", ns.name())).arg("--").arg(bins.join("kubectl"));
-    inside.arg("--kubeconfig").arg(cp.admin_kubeconfig()).args(["get", "--raw", "/readyz"]);
-    assert_eq!(ok_stdout("kubectl get --raw /readyz inside the netns", inside.output().unwrap()), "ok");
+    inside
+        .arg(format!("--net=/run/netns/{}", ns.name()))
+        .arg("--")
+        .arg(bins.join("kubectl"));
+    inside
+        .arg("--kubeconfig")
+        .arg(cp.admin_kubeconfig())
+        .args(["get", "--raw", "/readyz"]);
+    assert_eq!(
+        ok_stdout(
+            "kubectl get --raw /readyz inside the netns",
+            inside.output().unwrap()
+        ),
+        "ok"
+    );
 
     let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-node-1\n  labels:\n    novanet.io/test: controlplane\n";
-    ok_stdout("kubectl apply node", kubectl(&bins, &local, &["apply", "-f", "-"], Some(node)));
-    let get_cidr = ["get", "node", "lab-node-1", "-o", "jsonpath={.spec.podCIDR}"];
+    ok_stdout(
+        "kubectl apply node",
+        kubectl(&bins, &local, &["apply", "-f", "-"], Some(node)),
+    );
+    let get_cidr = [
+        "get",
+        "node",
+        "lab-node-1",
+        "-o",
+        "jsonpath={.spec.podCIDR}",
+    ];
     let deadline = Instant::now() + Duration::from_secs(60);
     let pod_cidr = loop {
         let cidr = ok_stdout("kubectl get node", kubectl(&bins, &local, &get_cidr, None));
         if !cidr.is_empty() {
             break cidr;
         }
-        assert!(Instant::now() < deadline, "no spec.podCIDR on lab-node-1 after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no spec.podCIDR on lab-node-1 after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     let pod_cidr: Ipv4Net = pod_cidr.parse().unwrap();
-    say(&format!("lab-node-1 got podCIDR {pod_cidr} after {:?}", started.elapsed()));
+    say(&format!(
+        "lab-node-1 got podCIDR {pod_cidr} after {:?}",
+        started.elapsed()
+    ));
     assert_eq!(pod_cidr.prefix_len(), 24);
-    assert!(cluster_cidr.contains(&pod_cidr), "{pod_cidr} is not in {cluster_cidr}");
+    assert!(
+        cluster_cidr.contains(&pod_cidr),
+        "{pod_cidr} is not in {cluster_cidr}"
+    );
 
     let before = cp.pids();
     let stopping = Instant::now();
     cp.stop_apiserver();
     say(&format!("apiserver stopped in {:?}", stopping.elapsed()));
-    assert_eq!(cp.pids().len(), 3, "the apiserver should be the only one stopped");
-    let down = kubectl(&bins, &local, &["get", "node", "lab-node-1", "--request-timeout=3s"], None);
-    assert!(!down.status.success(), "kubectl worked with the apiserver stopped");
+    assert_eq!(
+        cp.pids().len(),
+        3,
+        "the apiserver should be the only one stopped"
+    );
+    let down = kubectl(
+        &bins,
+        &local,
+        &["get", "node", "lab-node-1", "--request-timeout=3s"],
+        None,
+    );
+    assert!(
+        !down.status.success(),
+        "kubectl worked with the apiserver stopped"
+    );
     let restart = Instant::now();
     cp.start_apiserver().unwrap();
     say(&format!("apiserver ready again in {:?}", restart.elapsed()));
-    let after = ok_stdout("kubectl get node after restart", kubectl(&bins, &local, &get_cidr, None));
-    assert_eq!(after, pod_cidr.to_string(), "the Node changed across the apiserver restart");
+    let after = ok_stdout(
+        "kubectl get node after restart",
+        kubectl(&bins, &local, &get_cidr, None),
+    );
+    assert_eq!(
+        after,
+        pod_cidr.to_string(),
+        "the Node changed across the apiserver restart"
+    );
     assert_ne!(before, cp.pids(), "the apiserver should have a new pid");
 
     let pids = cp.pids();
     let netns = ns.name().to_string();
     let stopping = Instant::now();
     drop(cp);
-    say(&format!("control plane stopped in {:?}", stopping.elapsed()));
+    say(&format!(
+        "control plane stopped in {:?}",
+        stopping.elapsed()
+    ));
     drop(ns);
     assert_gone(&pids, &netns, &work_dir);
 }
@@ -156,16 +249,44 @@ fn failed_start_names_the_component_and_its_log() {
     std::fs::create_dir_all(&bins).unwrap();
     for name in CONTROL_PLANE_BINARIES {
         let path = bins.join(name);
-        std::fs::write(&path, "#!/bin/sh\necho \"fake $0 refuses to start\" >&2\nexit 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho \"fake $0 refuses to start\" >&2\nexit 3\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let work_dir = tmp.path().join("cp");
-    let err = ControlPlane::start(ControlPlaneConfig::new(&bins, &work_dir, ns.name(), CP_ADDRESS)).unwrap_err();
+    let err = ControlPlane::start(ControlPlaneConfig::new(
+        &bins,
+        &work_dir,
+        ns.name(),
+        CP_ADDRESS,
+    ))
+    .unwrap_err();
     let text = err.to_string();
-    say(&format!("failed start reports: {}", text.lines().next().unwrap_or_default()));
-    assert!(matches!(err, ControlPlaneError::Exited { component: "etcd", .. }), "{err:?}");
-    assert!(text.contains(&work_dir.join("etcd.log").display().to_string()), "{text}");
-    assert!(text.contains("refuses to start"), "the log tail is missing: {text}");
+    say(&format!(
+        "failed start reports: {}",
+        text.lines().next().unwrap_or_default()
+    ));
+    assert!(
+        matches!(
+            err,
+            ControlPlaneError::Exited {
+                component: "etcd",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        text.contains(&work_dir.join("etcd.log").display().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains("refuses to start"),
+        "the log tail is missing: {text}"
+    );
     assert!(work_dir.join("etcd.log").exists());
 }
 
@@ -173,10 +294,38 @@ fn failed_start_names_the_component_and_its_log() {
 fn missing_binaries_point_at_tools_build() {
     let tmp = tempfile::tempdir().unwrap();
     let ns = cp_namespace();
-    let err = ControlPlane::start(ControlPlaneConfig::new(tmp.path(), tmp.path().join("cp"), ns.name(), CP_ADDRESS))
-        .unwrap_err();
-    assert!(matches!(err, ControlPlaneError::MissingBinary { .. }), "{err:?}");
+    let err = ControlPlane::start(ControlPlaneConfig::new(
+        tmp.path(),
+        tmp.path().join("cp"),
+        ns.name(),
+        CP_ADDRESS,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(err, ControlPlaneError::MissingBinary { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("tools/build.sh etcd"), "{err}");
+}
+
+#[test]
+fn refuses_a_work_dir_that_holds_other_files() {
+    // Drop removes the work dir, so adopting a directory with other content would delete it.
+    let ns = cp_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), "keep me").unwrap();
+    let err = ControlPlane::start(ControlPlaneConfig::new(
+        tmp.path(),
+        tmp.path(),
+        ns.name(),
+        CP_ADDRESS,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(err, ControlPlaneError::InvalidConfig { .. }),
+        "{err:?}"
+    );
+    assert!(tmp.path().join("precious.txt").exists());
 }
 
 #[test]

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, locate_bin_dir, missing_binaries};
+use novanet_lab::controlplane::{
+    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, locate_bin_dir, missing_binaries,
+};
 use novanet_lab::netns::{NetNs, unique_prefix};
 
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -26,7 +28,9 @@ fn say(msg: &str) {
 
 fn k8s_bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
     let Some(dir) = locate_bin_dir() else {
-        say(&format!("SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"));
+        say(&format!(
+            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
+        ));
         return None;
     };
     let missing = missing_binaries(&dir, names);
@@ -47,10 +51,21 @@ fn chart_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -67,54 +82,124 @@ fn ok_stdout(what: &str, out: Output) -> String {
 }
 
 fn helm(bins: &Path, args: &[&str]) -> Output {
-    run(Command::new(bins.join("helm")).args(args).env("HELM_CACHE_HOME", std::env::temp_dir().join("novanet-helm-cache")), None)
+    run(
+        Command::new(bins.join("helm")).args(args).env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("novanet-helm-cache"),
+        ),
+        None,
+    )
 }
 
 /// `helm template novanet <chart> -n novanet-system <extra>`.
 fn render(bins: &Path, extra: &[&str]) -> String {
     let chart = chart_dir();
-    let mut args = vec!["template", "novanet", chart.to_str().unwrap(), "--namespace", NAMESPACE];
+    let mut args = vec![
+        "template",
+        "novanet",
+        chart.to_str().unwrap(),
+        "--namespace",
+        NAMESPACE,
+    ];
     args.extend_from_slice(extra);
     ok_stdout(&format!("helm {}", args.join(" ")), helm(bins, &args))
 }
 
 #[test]
 fn chart_lints_and_renders_with_default_and_native_routing() {
-    let Some(bins) = k8s_bins_or_skip("chart_lints_and_renders_with_default_and_native_routing", &["helm"]) else {
+    let Some(bins) = k8s_bins_or_skip(
+        "chart_lints_and_renders_with_default_and_native_routing",
+        &["helm"],
+    ) else {
         return;
     };
     let chart = chart_dir();
     let chart = chart.to_str().unwrap();
     let lint = ok_stdout("helm lint", helm(&bins, &["lint", "--strict", chart]));
-    say(&format!("helm lint: {}", lint.lines().last().unwrap_or_default()));
-    ok_stdout("helm lint (native)", helm(&bins, &["lint", "--strict", chart, "--set", "config.routingMode=native"]));
+    say(&format!(
+        "helm lint: {}",
+        lint.lines().last().unwrap_or_default()
+    ));
+    ok_stdout(
+        "helm lint (native)",
+        helm(
+            &bins,
+            &[
+                "lint",
+                "--strict",
+                chart,
+                "--set",
+                "config.routingMode=native",
+            ],
+        ),
+    );
 
     let default = render(&bins, &[]);
-    for kind in ["kind: DaemonSet", "kind: ConfigMap", "kind: ServiceAccount", "kind: ClusterRole", "kind: ClusterRoleBinding"] {
+    for kind in [
+        "kind: DaemonSet",
+        "kind: ConfigMap",
+        "kind: ServiceAccount",
+        "kind: ClusterRole",
+        "kind: ClusterRoleBinding",
+    ] {
         assert!(default.contains(kind), "default render lacks {kind}");
     }
     assert!(default.contains("routingMode: overlay"));
-    assert!(!default.contains("name: frr"), "no FRR sidecar in overlay mode");
+    assert!(
+        !default.contains("name: frr"),
+        "no FRR sidecar in overlay mode"
+    );
     assert!(default.contains("privileged: false"));
     assert!(
-        !default.lines().any(|l| l.trim_start().starts_with("nodeName:")),
+        !default
+            .lines()
+            .any(|l| l.trim_start().starts_with("nodeName:")),
         "nodeName comes from NODE_NAME, not the config file"
     );
 
-    let native = render(&bins, &["--set", "config.routingMode=native", "--set", "routing.enabled=true"]);
+    let native = render(
+        &bins,
+        &[
+            "--set",
+            "config.routingMode=native",
+            "--set",
+            "routing.enabled=true",
+        ],
+    );
     assert!(native.contains("routingMode: native"));
-    assert!(native.contains("- name: frr"), "native routing runs the FRR sidecar");
-    assert!(native.contains("name: frr-run"), "the vty socket dir is shared");
+    assert!(
+        native.contains("- name: frr"),
+        "native routing runs the FRR sidecar"
+    );
+    assert!(
+        native.contains("name: frr-run"),
+        "the vty socket dir is shared"
+    );
 }
 
 #[test]
 fn schema_rejects_values_outside_the_enums() {
-    let Some(bins) = k8s_bins_or_skip("schema_rejects_values_outside_the_enums", &["helm"]) else { return };
+    let Some(bins) = k8s_bins_or_skip("schema_rejects_values_outside_the_enums", &["helm"]) else {
+        return;
+    };
     let chart = chart_dir();
-    for bad in ["config.routingMode=bridged", "config.tunnelProtocol=gre", "config.podCIDRSource=static", "routing.protocol=rip", "config.mtu=100"] {
-        let out = helm(&bins, &["template", "novanet", chart.to_str().unwrap(), "--set", bad]);
+    for bad in [
+        "config.routingMode=bridged",
+        "config.tunnelProtocol=gre",
+        "config.podCIDRSource=static",
+        "routing.protocol=rip",
+        "config.mtu=100",
+    ] {
+        let out = helm(
+            &bins,
+            &["template", "novanet", chart.to_str().unwrap(), "--set", bad],
+        );
         assert!(!out.status.success(), "--set {bad} was accepted");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("schema"), "--set {bad}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("schema"),
+            "--set {bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -123,41 +208,111 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
     let test = "rendered_chart_applies_to_a_genuine_apiserver";
     let mut names = CONTROL_PLANE_BINARIES.to_vec();
     names.extend(["kubectl", "helm"]);
-    let Some(bins) = k8s_bins_or_skip(test, &names) else { return };
+    let Some(bins) = k8s_bins_or_skip(test, &names) else {
+        return;
+    };
     let ns = NetNs::create(&format!("{}helm", unique_prefix())).unwrap();
-    ns.ip(&["addr", "add", &format!("{CP_ADDRESS}/32"), "dev", "lo"]).unwrap();
+    ns.ip(&["addr", "add", &format!("{CP_ADDRESS}/32"), "dev", "lo"])
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let work_dir = tmp.path().join("cp");
     let started = Instant::now();
-    let cp = ControlPlane::start(ControlPlaneConfig::new(&bins, &work_dir, ns.name(), CP_ADDRESS)).unwrap();
+    let cp = ControlPlane::start(ControlPlaneConfig::new(
+        &bins,
+        &work_dir,
+        ns.name(),
+        CP_ADDRESS,
+    ))
+    .unwrap();
     say(&format!("control plane ready in {:?}", started.elapsed()));
     let kubectl = |args: &[&str], stdin: Option<&str>| {
         let mut cmd = Command::new(bins.join("kubectl"));
-        cmd.arg("--kubeconfig").arg(cp.local_kubeconfig()).arg("--request-timeout=20s").args(args);
+        cmd.arg("--kubeconfig")
+            .arg(cp.local_kubeconfig())
+            .arg("--request-timeout=20s")
+            .args(args);
         run(&mut cmd, stdin)
     };
 
-    ok_stdout("create namespace", kubectl(&["create", "namespace", NAMESPACE], None));
+    ok_stdout(
+        "create namespace",
+        kubectl(&["create", "namespace", NAMESPACE], None),
+    );
     let default = render(&bins, &[]);
-    let applied = ok_stdout("kubectl apply (default values)", kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&default)));
+    let applied = ok_stdout(
+        "kubectl apply (default values)",
+        kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&default)),
+    );
     say(&format!("applied default render:\n{}", applied.trim()));
-    let containers = ["get", "daemonset", "novanet-agent", "-n", NAMESPACE, "-o", "jsonpath={.spec.template.spec.containers[*].name}"];
-    assert_eq!(ok_stdout("get daemonset", kubectl(&containers, None)).trim(), "agent");
+    let containers = [
+        "get",
+        "daemonset",
+        "novanet-agent",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].name}",
+    ];
+    assert_eq!(
+        ok_stdout("get daemonset", kubectl(&containers, None)).trim(),
+        "agent"
+    );
 
-    let native = render(&bins, &["--set", "config.routingMode=native", "--set", "routing.enabled=true"]);
-    let applied = ok_stdout("kubectl apply (native routing)", kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&native)));
+    let native = render(
+        &bins,
+        &[
+            "--set",
+            "config.routingMode=native",
+            "--set",
+            "routing.enabled=true",
+        ],
+    );
+    let applied = ok_stdout(
+        "kubectl apply (native routing)",
+        kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&native)),
+    );
     say(&format!("applied native render:\n{}", applied.trim()));
-    assert_eq!(ok_stdout("get daemonset", kubectl(&containers, None)).trim(), "agent frr");
+    assert_eq!(
+        ok_stdout("get daemonset", kubectl(&containers, None)).trim(),
+        "agent frr"
+    );
 
     // Why bpffs is HostToContainer unless privileged: the API refuses Bidirectional otherwise.
-    let bidirectional = default.replacen("mountPropagation: HostToContainer", "mountPropagation: Bidirectional", 1);
-    let refused = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&bidirectional));
-    assert!(!refused.status.success(), "Bidirectional propagation without privileged was accepted");
-    say(&format!("Bidirectional without privileged: {}", String::from_utf8_lossy(&refused.stderr).trim()));
+    let bidirectional = default.replacen(
+        "mountPropagation: HostToContainer",
+        "mountPropagation: Bidirectional",
+        1,
+    );
+    let refused = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&bidirectional),
+    );
+    assert!(
+        !refused.status.success(),
+        "Bidirectional propagation without privileged was accepted"
+    );
+    say(&format!(
+        "Bidirectional without privileged: {}",
+        String::from_utf8_lossy(&refused.stderr).trim()
+    ));
 
     // Privileged mode switches bpffs to Bidirectional propagation, which the API accepts only then.
-    let privileged = render(&bins, &["--set", "agent.privileged=true", "--set", "l4lb.enabled=true"]);
-    ok_stdout("kubectl apply (privileged, l4lb)", kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&privileged)));
+    let privileged = render(
+        &bins,
+        &[
+            "--set",
+            "agent.privileged=true",
+            "--set",
+            "l4lb.enabled=true",
+        ],
+    );
+    ok_stdout(
+        "kubectl apply (privileged, l4lb)",
+        kubectl(
+            &["apply", "--validate=strict", "-f", "-"],
+            Some(&privileged),
+        ),
+    );
 
     // The agent's ServiceAccount gets exactly what it needs.
     let sa = format!("--as=system:serviceaccount:{NAMESPACE}:novanet");
@@ -174,7 +329,11 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
     ] {
         let out = kubectl(&["auth", "can-i", verb, resource, &sa], None);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(answer == "yes", allowed, "can-i {verb} {resource}: {answer}");
+        assert_eq!(
+            answer == "yes",
+            allowed,
+            "can-i {verb} {resource}: {answer}"
+        );
     }
 
     let pids = cp.pids();
@@ -182,7 +341,10 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
     drop(cp);
     drop(ns);
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} is still there");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there"
+        );
     }
     assert!(!Path::new("/run/netns").join(&netns).exists());
     assert!(!work_dir.exists());

@@ -24,10 +24,12 @@ use crate::netns::Netns;
 use crate::result::{Attachment, CniResult};
 
 pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError> {
-    let netns_path = env
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "required env variables [CNI_NETNS] missing"))?;
+    let netns_path = env.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnvironment,
+            "required env variables [CNI_NETNS] missing",
+        )
+    })?;
     let host_ifname = naming::host_ifname(&env.container_id, &env.ifname);
     let span = info_span!(
         "add",
@@ -42,23 +44,48 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
         let host = host_netlink()?;
         let pod = pod_netlink(&netns)?;
 
-        if pod.link_by_name(&env.ifname).await.map_err(netlink_failed)?.is_some() {
+        if pod
+            .link_by_name(&env.ifname)
+            .await
+            .map_err(netlink_failed)?
+            .is_some()
+        {
             return Err(CniError::new(
                 ErrorCode::InterfaceExists,
-                format!("interface {} already exists in {}", env.ifname, netns_path.display()),
+                format!(
+                    "interface {} already exists in {}",
+                    env.ifname,
+                    netns_path.display()
+                ),
             ));
         }
-        if host.link_by_name(&host_ifname).await.map_err(netlink_failed)?.is_some() {
+        if host
+            .link_by_name(&host_ifname)
+            .await
+            .map_err(netlink_failed)?
+            .is_some()
+        {
             return Err(CniError::new(
                 ErrorCode::InterfaceExists,
                 format!("host interface {host_ifname} for this attachment already exists"),
             )
             .with_details("a previous ADD was not cleaned up; DEL the attachment first"));
         }
-        host.create_veth(&host_ifname, &env.ifname, &netns, conf.mtu).await.map_err(netlink_failed)?;
+        host.create_veth(&host_ifname, &env.ifname, &netns, conf.mtu)
+            .await
+            .map_err(netlink_failed)?;
         info!("veth created");
 
-        let mut wiring = Wiring { env, conf, netns: &netns, host: &host, pod: &pod, host_ifname: &host_ifname, agent: None, agent_asked: false };
+        let mut wiring = Wiring {
+            env,
+            conf,
+            netns: &netns,
+            host: &host,
+            pod: &pod,
+            host_ifname: &host_ifname,
+            agent: None,
+            agent_asked: false,
+        };
         match wiring.run().await {
             Ok(result) => Ok(result),
             Err(err) => {
@@ -92,7 +119,9 @@ impl Wiring<'_> {
             .link_by_name(self.host_ifname)
             .await
             .map_err(netlink_failed)?
-            .ok_or_else(|| CniError::internal("host veth vanished after creation", self.host_ifname))?;
+            .ok_or_else(|| {
+                CniError::internal("host veth vanished after creation", self.host_ifname)
+            })?;
         let pod_link = pod
             .link_by_name(&env.ifname)
             .await
@@ -100,10 +129,16 @@ impl Wiring<'_> {
             .ok_or_else(|| CniError::internal("pod veth vanished after creation", &env.ifname))?;
         let host_mac = mac6(&host_link.mac, "host veth")?;
         let pod_mac = mac6(&pod_link.mac, "pod veth")?;
-        host.set_up(host_link.index, None).await.map_err(netlink_failed)?;
-        pod.set_up(pod_link.index, None).await.map_err(netlink_failed)?;
+        host.set_up(host_link.index, None)
+            .await
+            .map_err(netlink_failed)?;
+        pod.set_up(pod_link.index, None)
+            .await
+            .map_err(netlink_failed)?;
 
-        let agent = self.agent.insert(Agent::connect(&self.conf.agent_socket, self.conf.agent_timeout).await?);
+        let agent = self
+            .agent
+            .insert(Agent::connect(&self.conf.agent_socket, self.conf.agent_timeout).await?);
         self.agent_asked = true;
         let resp = agent
             .add_endpoint(AddEndpointRequest {
@@ -116,21 +151,43 @@ impl Wiring<'_> {
             })
             .await?;
         let ip = parse_v4(&resp.ip, "address")?;
-        let gateway = if resp.gateway.is_empty() { Ipv4Addr::from(GATEWAY_V4) } else { parse_v4(&resp.gateway, "gateway")? };
-        let mtu = if resp.mtu == 0 { self.conf.mtu } else { resp.mtu };
+        let gateway = if resp.gateway.is_empty() {
+            Ipv4Addr::from(GATEWAY_V4)
+        } else {
+            parse_v4(&resp.gateway, "gateway")?
+        };
+        let mtu = if resp.mtu == 0 {
+            self.conf.mtu
+        } else {
+            resp.mtu
+        };
         info!(%ip, %gateway, mtu, "agent allocated endpoint");
 
         if mtu != self.conf.mtu {
-            host.set_up(host_link.index, Some(mtu)).await.map_err(netlink_failed)?;
-            pod.set_up(pod_link.index, Some(mtu)).await.map_err(netlink_failed)?;
+            host.set_up(host_link.index, Some(mtu))
+                .await
+                .map_err(netlink_failed)?;
+            pod.set_up(pod_link.index, Some(mtu))
+                .await
+                .map_err(netlink_failed)?;
         }
         // Pod side: ip/32, gateway on-link, default via gateway, gateway's MAC pinned to the host veth.
-        pod.add_address(pod_link.index, ip, 32).await.map_err(netlink_failed)?;
-        pod.replace_route(gateway, 32, None, pod_link.index).await.map_err(netlink_failed)?;
-        pod.replace_route(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), pod_link.index).await.map_err(netlink_failed)?;
-        pod.replace_permanent_neighbour(pod_link.index, gateway, &host_mac).await.map_err(netlink_failed)?;
+        pod.add_address(pod_link.index, ip, 32)
+            .await
+            .map_err(netlink_failed)?;
+        pod.replace_route(gateway, 32, None, pod_link.index)
+            .await
+            .map_err(netlink_failed)?;
+        pod.replace_route(Ipv4Addr::UNSPECIFIED, 0, Some(gateway), pod_link.index)
+            .await
+            .map_err(netlink_failed)?;
+        pod.replace_permanent_neighbour(pod_link.index, gateway, &host_mac)
+            .await
+            .map_err(netlink_failed)?;
         // Node side: the pod's /32 through its veth.
-        host.replace_route(ip, 32, None, host_link.index).await.map_err(netlink_failed)?;
+        host.replace_route(ip, 32, None, host_link.index)
+            .await
+            .map_err(netlink_failed)?;
 
         let mut result = self.conf.prev_result.clone().unwrap_or_default();
         if let (true, Some(dns)) = (result.dns.is_empty(), &self.conf.dns) {
@@ -169,6 +226,9 @@ impl Wiring<'_> {
 pub(super) fn parse_v4(s: &str, what: &str) -> Result<Ipv4Addr, CniError> {
     let addr = s.split_once('/').map_or(s, |(addr, _)| addr);
     addr.parse::<Ipv4Addr>().map_err(|_| {
-        CniError::new(ErrorCode::AgentRejected, format!("agent returned an invalid IPv4 {what}: {s:?}"))
+        CniError::new(
+            ErrorCode::AgentRejected,
+            format!("agent returned an invalid IPv4 {what}: {s:?}"),
+        )
     })
 }

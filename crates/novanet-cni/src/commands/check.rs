@@ -22,10 +22,12 @@ use crate::netns::Netns;
 use crate::result::format_mac;
 
 pub async fn check(env: &AttachmentEnv, conf: &NetConf) -> Result<(), CniError> {
-    let netns_path = env
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "required env variables [CNI_NETNS] missing"))?;
+    let netns_path = env.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnvironment,
+            "required env variables [CNI_NETNS] missing",
+        )
+    })?;
     let span = info_span!("check", container_id = %env.container_id, ifname = %env.ifname);
     async move {
         let netns = Netns::open(netns_path)?;

@@ -19,7 +19,11 @@ pub async fn del(env: &AttachmentEnv, conf: &NetConf) -> Result<(), CniError> {
     let span = info_span!("del", container_id = %env.container_id, ifname = %env.ifname, host_ifname = %host_ifname);
     async move {
         let agent_answer = match Agent::connect(&conf.agent_socket, conf.agent_timeout).await {
-            Ok(mut agent) => agent.del_endpoint(agent::attachment(&env.container_id, &env.ifname)).await,
+            Ok(mut agent) => {
+                agent
+                    .del_endpoint(agent::attachment(&env.container_id, &env.ifname))
+                    .await
+            }
             Err(e) => Err(e),
         };
         let mut names = vec![host_ifname.clone()];

@@ -12,10 +12,17 @@ use crate::naming;
 pub async fn gc(conf: &NetConf) -> Result<(), CniError> {
     let span = info_span!("gc", valid = conf.valid_attachments.len());
     async move {
-        let valid = conf.valid_attachments.iter().map(|a| agent::attachment(&a.container_id, &a.ifname)).collect();
+        let valid = conf
+            .valid_attachments
+            .iter()
+            .map(|a| agent::attachment(&a.container_id, &a.ifname))
+            .collect();
         let mut agent = Agent::connect(&conf.agent_socket, conf.agent_timeout).await?;
         let resp = agent.garbage_collect(valid).await?;
-        info!(released = resp.released.len(), "agent released stale endpoints");
+        info!(
+            released = resp.released.len(),
+            "agent released stale endpoints"
+        );
 
         let host = host_netlink()?;
         let mut failures = Vec::new();
@@ -41,7 +48,10 @@ pub async fn gc(conf: &NetConf) -> Result<(), CniError> {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(CniError::internal("GC could not delete some stale veths", failures.join("; ")))
+            Err(CniError::internal(
+                "GC could not delete some stale veths",
+                failures.join("; "),
+            ))
         }
     }
     .instrument(span)

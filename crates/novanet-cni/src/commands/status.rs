@@ -11,7 +11,10 @@ pub async fn status(conf: &NetConf) -> Result<(), CniError> {
     let mut agent = Agent::connect(&conf.agent_socket, conf.agent_timeout)
         .await
         .map_err(|e| not_available(e.msg, e.details))?;
-    let status = agent.status().await.map_err(|e| not_available(e.msg, e.details))?;
+    let status = agent
+        .status()
+        .await
+        .map_err(|e| not_available(e.msg, e.details))?;
     if !status.ready {
         return Err(not_available(
             "NovaNet agent is not ready".into(),
@@ -21,7 +24,10 @@ pub async fn status(conf: &NetConf) -> Result<(), CniError> {
     if status.pool_size > 0 && status.pool_used >= status.pool_size {
         return Err(not_available(
             "NovaNet agent has no pod addresses left".into(),
-            format!("pod CIDR {} uses {}/{}", status.pod_cidr, status.pool_used, status.pool_size),
+            format!(
+                "pod CIDR {} uses {}/{}",
+                status.pod_cidr, status.pool_used, status.pool_size
+            ),
         ));
     }
     Ok(())

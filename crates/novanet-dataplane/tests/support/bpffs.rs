@@ -35,8 +35,15 @@ impl TestBpffs {
         let mut guard = TestBpffs { root, mounted: false };
         let target = CString::new(guard.root.as_os_str().as_encoded_bytes()).expect("path without NUL");
         // SAFETY: all arguments are valid NUL-terminated strings that outlive the call.
-        let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast()) };
-        assert_eq!(rc, 0, "mounting a test bpffs on {}: {} (needs root)", guard.root.display(), std::io::Error::last_os_error());
+        let rc =
+            unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast()) };
+        assert_eq!(
+            rc,
+            0,
+            "mounting a test bpffs on {}: {} (needs root)",
+            guard.root.display(),
+            std::io::Error::last_os_error()
+        );
         guard.mounted = true;
         guard
     }

@@ -7,7 +7,12 @@ use std::process::Command;
 use super::error::{ControlPlaneError, Result};
 
 /// What [`super::ControlPlane::start`] runs.
-pub const CONTROL_PLANE_BINARIES: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+pub const CONTROL_PLANE_BINARIES: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
 /// The names in `names` that are not executable files in `bin_dir`.
 pub fn missing_binaries(bin_dir: &Path, names: &[&str]) -> Vec<String> {
@@ -21,7 +26,10 @@ pub fn missing_binaries(bin_dir: &Path, names: &[&str]) -> Vec<String> {
 /// [`ControlPlaneError::MissingBinary`] for the first missing one.
 pub fn require_binaries(bin_dir: &Path, names: &[&str]) -> Result<()> {
     match missing_binaries(bin_dir, names).into_iter().next() {
-        Some(name) => Err(ControlPlaneError::MissingBinary { name, bin_dir: bin_dir.to_path_buf() }),
+        Some(name) => Err(ControlPlaneError::MissingBinary {
+            name,
+            bin_dir: bin_dir.to_path_buf(),
+        }),
         None => Ok(()),
     }
 }
@@ -33,7 +41,11 @@ pub fn locate_bin_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(dir));
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build.sh");
-    let out = Command::new("bash").arg(script).arg("--print-bin-dir").output().ok()?;
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--print-bin-dir")
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -43,5 +55,7 @@ pub fn locate_bin_dir() -> Option<PathBuf> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }

@@ -14,31 +14,67 @@ pub enum ControlPlaneError {
     #[error("invalid control plane configuration: {reason}")]
     InvalidConfig { reason: &'static str },
     #[error("could not {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{command}` failed ({status}): {stderr}")]
-    CommandFailed { command: String, status: String, stderr: String },
+    CommandFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("could not run `{command}`: {source}")]
-    CommandSpawn { command: String, source: std::io::Error },
+    CommandSpawn {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("could not start {component}: {source} (log: {log})")]
-    Spawn { component: &'static str, log: PathBuf, source: std::io::Error },
+    Spawn {
+        component: &'static str,
+        log: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{component} exited ({status}) before it was ready; log {log} ends with:\n{tail}")]
-    Exited { component: &'static str, status: String, log: PathBuf, tail: String },
+    Exited {
+        component: &'static str,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error(
         "{component} was not ready after {waited:?} (last probe: {last_probe}); log {log} ends with:\n{tail}"
     )]
-    NotReady { component: &'static str, waited: Duration, last_probe: String, log: PathBuf, tail: String },
+    NotReady {
+        component: &'static str,
+        waited: Duration,
+        last_probe: String,
+        log: PathBuf,
+        tail: String,
+    },
     #[error("{component} is not running")]
     NotRunning { component: &'static str },
     #[error("{component} is already running (pid {pid})")]
     AlreadyRunning { component: &'static str, pid: u32 },
     #[error("forwarder: could not {action}: {source}")]
-    Forward { action: &'static str, source: std::io::Error },
+    Forward {
+        action: &'static str,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = ControlPlaneError> = std::result::Result<T, E>;
 
 /// Shorthand for [`ControlPlaneError::Io`].
-pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ControlPlaneError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ControlPlaneError {
     let path = path.into();
-    move |source| ControlPlaneError::Io { action, path, source }
+    move |source| ControlPlaneError::Io {
+        action,
+        path,
+        source,
+    }
 }

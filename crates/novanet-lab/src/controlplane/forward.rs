@@ -43,7 +43,9 @@ pub struct Forwarder {
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("Forwarder")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,20 +53,39 @@ impl Forwarder {
     /// Listens on `listen` (port 0 picks a free port) in the current namespace and forwards each
     /// connection to `target` as seen from the namespace `/run/netns/<netns>`.
     pub fn start(listen: SocketAddr, netns: &str, target: SocketAddr) -> Result<Self> {
-        let ns_file = File::open(format!("/run/netns/{netns}"))
-            .map_err(|_| ControlPlaneError::NoSuchNetns { netns: netns.to_string() })?;
-        let listener = TcpListener::bind(listen).map_err(|source| ControlPlaneError::Forward { action: "listen", source })?;
-        let local = listener.local_addr().map_err(|source| ControlPlaneError::Forward { action: "listen", source })?;
+        let ns_file = File::open(format!("/run/netns/{netns}")).map_err(|_| {
+            ControlPlaneError::NoSuchNetns {
+                netns: netns.to_string(),
+            }
+        })?;
+        let listener = TcpListener::bind(listen).map_err(|source| ControlPlaneError::Forward {
+            action: "listen",
+            source,
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ControlPlaneError::Forward {
+                action: "listen",
+                source,
+            })?;
 
         let (request_tx, request_rx) = mpsc::channel::<ConnectReply>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
         let connect_thread = std::thread::Builder::new()
             .name(format!("fwd-connect-{netns}"))
             .spawn(move || connect_loop(ns_file, target, request_rx, ready_tx))
-            .map_err(|source| ControlPlaneError::Forward { action: "start the connect thread", source })?;
+            .map_err(|source| ControlPlaneError::Forward {
+                action: "start the connect thread",
+                source,
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(ControlPlaneError::Forward { action: "enter the namespace", source }),
+            Ok(Err(source)) => {
+                return Err(ControlPlaneError::Forward {
+                    action: "enter the namespace",
+                    source,
+                });
+            }
             Err(_) => {
                 return Err(ControlPlaneError::Forward {
                     action: "enter the namespace",
@@ -78,9 +99,17 @@ impl Forwarder {
         let accept_thread = std::thread::Builder::new()
             .name("fwd-accept".to_string())
             .spawn(move || accept_loop(listener, request_tx, accept_shared))
-            .map_err(|source| ControlPlaneError::Forward { action: "start the accept thread", source })?;
+            .map_err(|source| ControlPlaneError::Forward {
+                action: "start the accept thread",
+                source,
+            })?;
         tracing::debug!(%local, netns, %target, "forwarder listening");
-        Ok(Forwarder { local, shared, accept_thread: Some(accept_thread), connect_thread: Some(connect_thread) })
+        Ok(Forwarder {
+            local,
+            shared,
+            accept_thread: Some(accept_thread),
+            connect_thread: Some(connect_thread),
+        })
     }
 
     /// The address it listens on.
@@ -127,7 +156,12 @@ pub fn run_forwarder(listen: SocketAddr, netns: &str, target: SocketAddr) -> Res
 }
 
 /// The only thread that enters the target namespace: it makes every upstream socket.
-fn connect_loop(ns_file: File, target: SocketAddr, requests: Receiver<ConnectReply>, ready: SyncSender<io::Result<()>>) {
+fn connect_loop(
+    ns_file: File,
+    target: SocketAddr,
+    requests: Receiver<ConnectReply>,
+    ready: SyncSender<io::Result<()>>,
+) {
     if let Err(e) = setns(&ns_file, CloneFlags::CLONE_NEWNET) {
         let _ = ready.send(Err(io::Error::from(e)));
         return;
@@ -150,13 +184,13 @@ fn accept_loop(listener: TcpListener, connector: Sender<ConnectReply>, shared: A
             break;
         }
         let shared = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new().name("fwd-conn".to_string()).spawn(move || {
-            match reply_rx.recv() {
+        let spawned = std::thread::Builder::new()
+            .name("fwd-conn".to_string())
+            .spawn(move || match reply_rx.recv() {
                 Ok(Ok(upstream)) => pump(client, upstream, &shared),
                 Ok(Err(e)) => tracing::debug!(error = %e, "forwarder: upstream connect failed"),
                 Err(_) => {}
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "forwarder: could not start a connection thread");
         }
@@ -166,7 +200,9 @@ fn accept_loop(listener: TcpListener, connector: Sender<ConnectReply>, shared: A
 /// Copies both ways until both directions end, then forgets the connection.
 fn pump(client: TcpStream, upstream: TcpStream, shared: &Shared) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
     if let Ok(mut open) = shared.open.lock() {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -175,7 +211,9 @@ fn pump(client: TcpStream, upstream: TcpStream, shared: &Shared) {
             open.insert(id, (c3, u3));
         }
     }
-    let back = std::thread::Builder::new().name("fwd-copy".to_string()).spawn(move || copy_then_close(u2, c2));
+    let back = std::thread::Builder::new()
+        .name("fwd-copy".to_string())
+        .spawn(move || copy_then_close(u2, c2));
     copy_then_close(client, upstream);
     if let Ok(t) = back {
         let _ = t.join();

@@ -10,7 +10,13 @@ use super::pki::CertPair;
 pub const CLUSTER_NAME: &str = "novanet-lab";
 
 /// Writes a kubeconfig for `user` (a client certificate) talking to `server` (`https://host:port`).
-pub fn write_kubeconfig(path: &Path, server: &str, ca_cert: &Path, user: &str, client: &CertPair) -> Result<()> {
+pub fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    user: &str,
+    client: &CertPair,
+) -> Result<()> {
     let ca = fs::read(ca_cert).map_err(io_err("read", ca_cert))?;
     let cert = fs::read(&client.cert).map_err(io_err("read", &client.cert))?;
     let key = fs::read(&client.key).map_err(io_err("read", &client.key))?;
@@ -32,7 +38,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -51,7 +61,14 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        let cases = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")];
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ];
         for (plain, encoded) in cases {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
         }

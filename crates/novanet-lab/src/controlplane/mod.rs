@@ -21,16 +21,18 @@
 //! the controller-manager, the apiserver, then etcd (the apiserver can hang on SIGTERM with etcd gone),
 //! each with SIGTERM then SIGKILL after a timeout, and removes `work_dir` unless asked to keep it. A failed
 //! [`ControlPlane::start`] stops what it started but keeps `work_dir`, because its error points at a log
-//! there.
+//! there. By default the kernel also kills the processes when the thread that started them ends
+//! (`die_with_parent`), so a killed test run leaves nothing behind; turn it off for a control plane that
+//! must outlive that thread.
 
 mod bins;
 mod error;
+mod flags;
 mod forward;
 mod kubeconfig;
 mod pki;
 mod process;
 
-use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,14 +46,12 @@ pub use kubeconfig::{CLUSTER_NAME, write_kubeconfig};
 pub use pki::{CertPair, Pki, Usage};
 
 use error::{Result, io_err};
+use flags::{
+    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, SCHEDULER_PORT, apiserver_args,
+    controller_manager_args, etcd_args, scheduler_args,
+};
 use process::{Component, curl_probe};
 
-/// etcd's client and peer ports, on the namespace's loopback.
-const ETCD_CLIENT_PORT: u16 = 2379;
-const ETCD_PEER_PORT: u16 = 2380;
-/// Secure ports of the controller-manager and scheduler (their defaults), bound to loopback.
-const CONTROLLER_MANAGER_PORT: u16 = 10257;
-const SCHEDULER_PORT: u16 = 10259;
 /// How long a component gets between SIGTERM and SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The apiserver stops listening at once on SIGTERM but then waits (up to a minute) for clients holding
@@ -63,7 +63,8 @@ const APISERVER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct ControlPlaneConfig {
     /// Directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
     pub bin_dir: PathBuf,
-    /// Created if absent; holds certificates, etcd data, logs and kubeconfigs.
+    /// Created if absent (must be empty otherwise); holds certificates, etcd data, logs and kubeconfigs.
+    /// Removed on drop unless `keep_work_dir`.
     pub work_dir: PathBuf,
     /// An existing network namespace (`/run/netns/<netns>`) to run everything in.
     pub netns: String,
@@ -87,7 +88,12 @@ pub struct ControlPlaneConfig {
 
 impl ControlPlaneConfig {
     /// Defaults: port 6443, cluster CIDR 10.244.0.0/16 with /24 per node, services 10.96.0.0/16.
-    pub fn new(bin_dir: impl Into<PathBuf>, work_dir: impl Into<PathBuf>, netns: &str, address: Ipv4Addr) -> Self {
+    pub fn new(
+        bin_dir: impl Into<PathBuf>,
+        work_dir: impl Into<PathBuf>,
+        netns: &str,
+        address: Ipv4Addr,
+    ) -> Self {
         ControlPlaneConfig {
             bin_dir: bin_dir.into(),
             work_dir: work_dir.into(),
@@ -108,7 +114,9 @@ impl ControlPlaneConfig {
         self.service_cidr
             .hosts()
             .next()
-            .ok_or(ControlPlaneError::InvalidConfig { reason: "the service CIDR has no host address" })
+            .ok_or(ControlPlaneError::InvalidConfig {
+                reason: "the service CIDR has no host address",
+            })
     }
 
     fn validate(&self) -> Result<()> {
@@ -117,11 +125,25 @@ impl ControlPlaneConfig {
                 reason: "node_cidr_mask must be between the cluster CIDR's prefix length and 30",
             });
         }
-        if self.cluster_cidr.contains(&self.service_cidr.network()) || self.service_cidr.contains(&self.cluster_cidr.network()) {
-            return Err(ControlPlaneError::InvalidConfig { reason: "the cluster and service CIDRs overlap" });
+        if self.cluster_cidr.contains(&self.service_cidr.network())
+            || self.service_cidr.contains(&self.cluster_cidr.network())
+        {
+            return Err(ControlPlaneError::InvalidConfig {
+                reason: "the cluster and service CIDRs overlap",
+            });
         }
         if !Path::new("/run/netns").join(&self.netns).exists() {
-            return Err(ControlPlaneError::NoSuchNetns { netns: self.netns.clone() });
+            return Err(ControlPlaneError::NoSuchNetns {
+                netns: self.netns.clone(),
+            });
+        }
+        // Drop removes work_dir: never adopt a directory that already holds something else.
+        if let Ok(mut entries) = std::fs::read_dir(&self.work_dir)
+            && entries.next().is_some()
+        {
+            return Err(ControlPlaneError::InvalidConfig {
+                reason: "work_dir must be absent or empty (it is removed on drop)",
+            });
         }
         Ok(())
     }
@@ -171,29 +193,83 @@ impl ControlPlane {
                 ],
             },
         )?;
-        let kubelet_client = pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"], Usage::Client)?;
-        let admin = pki.issue("admin", "kubernetes-admin", &["system:masters"], Usage::Client)?;
-        let cm_cert = pki.issue("controller-manager", "system:kube-controller-manager", &[], Usage::Client)?;
+        let kubelet_client = pki.issue(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+            Usage::Client,
+        )?;
+        let admin = pki.issue(
+            "admin",
+            "kubernetes-admin",
+            &["system:masters"],
+            Usage::Client,
+        )?;
+        let cm_cert = pki.issue(
+            "controller-manager",
+            "system:kube-controller-manager",
+            &[],
+            Usage::Client,
+        )?;
         let sched_cert = pki.issue("scheduler", "system:kube-scheduler", &[], Usage::Client)?;
 
         let admin_kubeconfig = work.join("admin.kubeconfig");
-        write_kubeconfig(&admin_kubeconfig, &server, &pki.ca.cert, "kubernetes-admin", &admin)?;
+        write_kubeconfig(
+            &admin_kubeconfig,
+            &server,
+            &pki.ca.cert,
+            "kubernetes-admin",
+            &admin,
+        )?;
         let cm_kubeconfig = work.join("controller-manager.kubeconfig");
-        write_kubeconfig(&cm_kubeconfig, &server, &pki.ca.cert, "system:kube-controller-manager", &cm_cert)?;
+        write_kubeconfig(
+            &cm_kubeconfig,
+            &server,
+            &pki.ca.cert,
+            "system:kube-controller-manager",
+            &cm_cert,
+        )?;
         let sched_kubeconfig = work.join("scheduler.kubeconfig");
-        write_kubeconfig(&sched_kubeconfig, &server, &pki.ca.cert, "system:kube-scheduler", &sched_cert)?;
+        write_kubeconfig(
+            &sched_kubeconfig,
+            &server,
+            &pki.ca.cert,
+            "system:kube-scheduler",
+            &sched_cert,
+        )?;
 
         let bin = |name: &str| cfg.bin_dir.join(name);
         let ns = cfg.netns.as_str();
         let dwp = cfg.die_with_parent;
-        let etcd = Component::new("etcd", bin("etcd"), etcd_args(&work), ns, &work).die_with_parent(dwp);
+        let etcd =
+            Component::new("etcd", bin("etcd"), etcd_args(&work), ns, &work).die_with_parent(dwp);
         let apiserver_args = apiserver_args(&cfg, &pki, &serving, &kubelet_client);
-        let apiserver = Component::new("kube-apiserver", bin("kube-apiserver"), apiserver_args, ns, &work).die_with_parent(dwp);
+        let apiserver = Component::new(
+            "kube-apiserver",
+            bin("kube-apiserver"),
+            apiserver_args,
+            ns,
+            &work,
+        )
+        .die_with_parent(dwp);
         let cm_args = controller_manager_args(&cfg, &pki, &cm_kubeconfig);
-        let controller_manager =
-            Component::new("kube-controller-manager", bin("kube-controller-manager"), cm_args, ns, &work).die_with_parent(dwp);
+        let controller_manager = Component::new(
+            "kube-controller-manager",
+            bin("kube-controller-manager"),
+            cm_args,
+            ns,
+            &work,
+        )
+        .die_with_parent(dwp);
         let sched_args = scheduler_args(&sched_kubeconfig);
-        let scheduler = Component::new("kube-scheduler", bin("kube-scheduler"), sched_args, ns, &work).die_with_parent(dwp);
+        let scheduler = Component::new(
+            "kube-scheduler",
+            bin("kube-scheduler"),
+            sched_args,
+            ns,
+            &work,
+        )
+        .die_with_parent(dwp);
 
         let mut cp = ControlPlane {
             keep_work_dir: true, // until started: a failed start keeps its logs
@@ -218,19 +294,28 @@ impl ControlPlane {
         let ns = self.cfg.netns.clone();
         self.etcd.spawn()?;
         let etcd_health = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}/health");
-        self.etcd.wait_ready(timeout, || curl_probe(&ns, &etcd_health, &[], false))?;
+        self.etcd
+            .wait_ready(timeout, || curl_probe(&ns, &etcd_health, &[], false))?;
         self.start_apiserver()?;
         self.controller_manager.spawn()?;
         let cm_health = format!("https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz");
-        self.controller_manager.wait_ready(timeout, || curl_probe(&ns, &cm_health, &[], true))?;
+        self.controller_manager
+            .wait_ready(timeout, || curl_probe(&ns, &cm_health, &[], true))?;
         self.scheduler.spawn()?;
         let sched_health = format!("https://127.0.0.1:{SCHEDULER_PORT}/healthz");
-        self.scheduler.wait_ready(timeout, || curl_probe(&ns, &sched_health, &[], true))?;
+        self.scheduler
+            .wait_ready(timeout, || curl_probe(&ns, &sched_health, &[], true))?;
 
         let target = SocketAddr::V4(SocketAddrV4::new(self.cfg.address, self.cfg.secure_port));
         let forwarder = Forwarder::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &ns, target)?;
         let local_server = format!("https://{}", forwarder.local_addr());
-        write_kubeconfig(&self.local_kubeconfig, &local_server, &self.pki.ca.cert, "kubernetes-admin", &self.admin)?;
+        write_kubeconfig(
+            &self.local_kubeconfig,
+            &local_server,
+            &self.pki.ca.cert,
+            "kubernetes-admin",
+            &self.admin,
+        )?;
         self.forwarder = Some(forwarder);
         Ok(())
     }
@@ -289,13 +374,27 @@ impl ControlPlane {
         self.apiserver.spawn()?;
         let ns = self.cfg.netns.clone();
         let readyz = format!("{}/readyz", self.server_url());
-        let tls = [self.pki.ca.cert.as_path(), self.admin.cert.as_path(), self.admin.key.as_path()];
-        self.apiserver.wait_ready(self.cfg.start_timeout, || curl_probe(&ns, &readyz, &tls, false))
+        let tls = [
+            self.pki.ca.cert.as_path(),
+            self.admin.cert.as_path(),
+            self.admin.key.as_path(),
+        ];
+        self.apiserver.wait_ready(self.cfg.start_timeout, || {
+            curl_probe(&ns, &readyz, &tls, false)
+        })
     }
 
     /// PIDs of the running processes.
     pub fn pids(&self) -> Vec<u32> {
-        [&self.etcd, &self.apiserver, &self.controller_manager, &self.scheduler].iter().filter_map(|c| c.pid()).collect()
+        [
+            &self.etcd,
+            &self.apiserver,
+            &self.controller_manager,
+            &self.scheduler,
+        ]
+        .iter()
+        .filter_map(|c| c.pid())
+        .collect()
     }
 
     /// Keep (or not) `work_dir` on drop.
@@ -317,90 +416,4 @@ impl Drop for ControlPlane {
             tracing::warn!(work_dir = %self.cfg.work_dir.display(), error = %e, "could not remove the work dir");
         }
     }
-}
-
-fn args<I: IntoIterator<Item = String>>(items: I) -> Vec<OsString> {
-    items.into_iter().map(OsString::from).collect()
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn etcd_args(work: &Path) -> Vec<OsString> {
-    let client = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}");
-    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
-    args([
-        "--name=novanet-lab".to_string(),
-        format!("--data-dir={}", p(&work.join("etcd"))),
-        format!("--listen-client-urls={client}"),
-        format!("--advertise-client-urls={client}"),
-        format!("--listen-peer-urls={peer}"),
-        format!("--initial-advertise-peer-urls={peer}"),
-        format!("--initial-cluster=novanet-lab={peer}"),
-        "--initial-cluster-state=new".to_string(),
-        // A throwaway lab store on a shared disk: fsync stalls would only make the apiserver time out.
-        "--unsafe-no-fsync=true".to_string(),
-        "--log-level=warn".to_string(),
-    ])
-}
-
-fn apiserver_args(cfg: &ControlPlaneConfig, pki: &Pki, serving: &CertPair, kubelet_client: &CertPair) -> Vec<OsString> {
-    args([
-        format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"),
-        format!("--advertise-address={}", cfg.address),
-        format!("--bind-address={}", cfg.address),
-        format!("--secure-port={}", cfg.secure_port),
-        format!("--tls-cert-file={}", p(&serving.cert)),
-        format!("--tls-private-key-file={}", p(&serving.key)),
-        format!("--client-ca-file={}", p(&pki.ca.cert)),
-        format!("--kubelet-client-certificate={}", p(&kubelet_client.cert)),
-        format!("--kubelet-client-key={}", p(&kubelet_client.key)),
-        "--kubelet-preferred-address-types=InternalIP".to_string(),
-        format!("--service-account-key-file={}", p(&pki.sa_pub)),
-        format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
-        format!("--service-cluster-ip-range={}", cfg.service_cidr),
-        "--authorization-mode=Node,RBAC".to_string(),
-        "--enable-admission-plugins=NodeRestriction".to_string(),
-        "--allow-privileged=true".to_string(),
-        format!("--cert-dir={}", p(&cfg.work_dir.join("pki"))),
-        "--v=1".to_string(),
-    ])
-}
-
-fn controller_manager_args(cfg: &ControlPlaneConfig, pki: &Pki, kubeconfig: &Path) -> Vec<OsString> {
-    let kc = p(kubeconfig);
-    args([
-        format!("--kubeconfig={kc}"),
-        format!("--authentication-kubeconfig={kc}"),
-        format!("--authorization-kubeconfig={kc}"),
-        "--bind-address=127.0.0.1".to_string(),
-        format!("--secure-port={CONTROLLER_MANAGER_PORT}"),
-        "--leader-elect=false".to_string(),
-        "--allocate-node-cidrs=true".to_string(),
-        format!("--cluster-cidr={}", cfg.cluster_cidr),
-        format!("--node-cidr-mask-size={}", cfg.node_cidr_mask),
-        format!("--service-cluster-ip-range={}", cfg.service_cidr),
-        format!("--cluster-name={CLUSTER_NAME}"),
-        "--use-service-account-credentials=true".to_string(),
-        format!("--root-ca-file={}", p(&pki.ca.cert)),
-        format!("--service-account-private-key-file={}", p(&pki.sa_key)),
-        format!("--cluster-signing-cert-file={}", p(&pki.ca.cert)),
-        format!("--cluster-signing-key-file={}", p(&pki.ca.key)),
-        "--v=1".to_string(),
-    ])
-}
-
-fn scheduler_args(kubeconfig: &Path) -> Vec<OsString> {
-    let kc = p(kubeconfig);
-    args([
-        format!("--kubeconfig={kc}"),
-        format!("--authentication-kubeconfig={kc}"),
-        format!("--authorization-kubeconfig={kc}"),
-        "--bind-address=127.0.0.1".to_string(),
-        format!("--secure-port={SCHEDULER_PORT}"),
-        "--leader-elect=false".to_string(),
-        "--v=1".to_string(),
-    ])
 }

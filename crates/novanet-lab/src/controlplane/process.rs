@@ -31,7 +31,13 @@ pub(crate) struct Component {
 }
 
 impl Component {
-    pub fn new(name: &'static str, program: PathBuf, args: Vec<OsString>, netns: &str, work_dir: &Path) -> Self {
+    pub fn new(
+        name: &'static str,
+        program: PathBuf,
+        args: Vec<OsString>,
+        netns: &str,
+        work_dir: &Path,
+    ) -> Self {
         Component {
             name,
             program,
@@ -56,10 +62,21 @@ impl Component {
     /// Starts the process (an error if it already runs).
     pub fn spawn(&mut self) -> Result<()> {
         if let Some(pid) = self.pid() {
-            return Err(ControlPlaneError::AlreadyRunning { component: self.name, pid });
+            return Err(ControlPlaneError::AlreadyRunning {
+                component: self.name,
+                pid,
+            });
         }
-        let mut log = OpenOptions::new().create(true).append(true).open(&self.log).map_err(io_err("open", &self.log))?;
-        let _ = writeln!(log, "---- novanet-lab: starting {} ----", self.program.display());
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io_err("open", &self.log))?;
+        let _ = writeln!(
+            log,
+            "---- novanet-lab: starting {} ----",
+            self.program.display()
+        );
         let err_log = log.try_clone().map_err(io_err("duplicate", &self.log))?;
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.netns))
@@ -74,14 +91,17 @@ impl Component {
             // async-signal-safe; it touches no memory shared with the parent.
             unsafe {
                 cmd.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                        .map_err(std::io::Error::from)?;
                     Ok(())
                 });
             }
         }
-        let child = cmd
-            .spawn()
-            .map_err(|source| ControlPlaneError::Spawn { component: self.name, log: self.log.clone(), source })?;
+        let child = cmd.spawn().map_err(|source| ControlPlaneError::Spawn {
+            component: self.name,
+            log: self.log.clone(),
+            source,
+        })?;
         tracing::debug!(component = self.name, pid = child.id(), netns = %self.netns, "started");
         self.child = Some(child);
         Ok(())
@@ -89,7 +109,9 @@ impl Component {
 
     /// `Err(Exited)` if the process has exited (and forgets it), `Err(NotRunning)` if it was never started.
     pub fn check_running(&mut self) -> Result<()> {
-        let child = self.child.as_mut().ok_or(ControlPlaneError::NotRunning { component: self.name })?;
+        let child = self.child.as_mut().ok_or(ControlPlaneError::NotRunning {
+            component: self.name,
+        })?;
         match child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
@@ -101,12 +123,20 @@ impl Component {
                     tail: log_tail(&self.log),
                 })
             }
-            Err(source) => Err(ControlPlaneError::Io { action: "wait for", path: self.program.clone(), source }),
+            Err(source) => Err(ControlPlaneError::Io {
+                action: "wait for",
+                path: self.program.clone(),
+                source,
+            }),
         }
     }
 
     /// Polls `probe` every 200 ms until it succeeds, the process exits, or `timeout` passes.
-    pub fn wait_ready(&mut self, timeout: Duration, probe: impl Fn() -> std::result::Result<(), String>) -> Result<()> {
+    pub fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        probe: impl Fn() -> std::result::Result<(), String>,
+    ) -> Result<()> {
         let start = Instant::now();
         loop {
             self.check_running()?;
@@ -132,7 +162,9 @@ impl Component {
 
     /// SIGTERM, wait up to `timeout`, then SIGKILL and reap. Does nothing if not running.
     pub fn stop(&mut self, timeout: Duration) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = Pid::from_raw(child.id() as i32);
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -146,7 +178,12 @@ impl Component {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        tracing::info!(component = self.name, pid = child.id(), ?timeout, "still running after SIGTERM; killing");
+        tracing::info!(
+            component = self.name,
+            pid = child.id(),
+            ?timeout,
+            "still running after SIGTERM; killing"
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -160,7 +197,9 @@ impl Drop for Component {
 
 /// The last few KB of a log file, for error messages.
 pub(crate) fn log_tail(path: &Path) -> String {
-    let Ok(mut f) = fs::File::open(path) else { return format!("(cannot read {})", path.display()) };
+    let Ok(mut f) = fs::File::open(path) else {
+        return format!("(cannot read {})", path.display());
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
     let mut buf = Vec::new();
@@ -169,10 +208,23 @@ pub(crate) fn log_tail(path: &Path) -> String {
 }
 
 /// Runs `curl` inside the namespace; Ok when it gets a 2xx answer. Extra args carry the TLS material.
-pub(crate) fn curl_probe(netns: &str, url: &str, tls_args: &[&Path], insecure: bool) -> std::result::Result<(), String> {
+pub(crate) fn curl_probe(
+    netns: &str,
+    url: &str,
+    tls_args: &[&Path],
+    insecure: bool,
+) -> std::result::Result<(), String> {
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{netns}"))
-        .args(["--", "curl", "-sS", "--fail", "--max-time", "3", "-o", "/dev/null"]);
+    cmd.arg(format!("--net=/run/netns/{netns}")).args([
+        "--",
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "3",
+        "-o",
+        "/dev/null",
+    ]);
     if insecure {
         cmd.arg("--insecure");
     }
@@ -182,7 +234,10 @@ pub(crate) fn curl_probe(netns: &str, url: &str, tls_args: &[&Path], insecure: b
     cmd.arg(url);
     match cmd.output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("curl {url}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Ok(out) => Err(format!(
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
         Err(e) => Err(format!("could not run curl in {netns}: {e}")),
     }
 }
