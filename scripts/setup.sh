@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything NovaNet's build, lab and tests need, idempotently, on a fresh Debian 12 machine.
-# Usage: scripts/setup.sh            (build + light lab + tests)
-#        scripts/setup.sh --k8s      (also the Kubernetes tooling from tools/)
+# Usage: scripts/setup.sh            (build + light lab)
+#        scripts/setup.sh --k8s      (also the Kubernetes binaries the tests use, from tools/; cached)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/env.sh"
@@ -26,5 +26,6 @@ if ! "$NOVANET_TOOLS/bin/bpf-linker" --version 2>/dev/null | grep -q '^bpf-linke
 fi
 
 if [ "${1:-}" = "--k8s" ]; then
-  "$here/tools/build.sh"
+  # What the tests start: a control plane, kubectl, helm. tools/build.sh with no names builds them all.
+  "$here/tools/build.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
 fi

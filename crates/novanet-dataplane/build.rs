@@ -66,9 +66,9 @@ fn run() -> Result<(), String> {
 
     let toolchain = pick_toolchain()?;
     let linker_dir = find_bpf_linker()?;
-    let target_dir = match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("bpf"),
-        None => out_dir.join("bpf-target"),
+    let target_dir = match env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("bpf"),
+        _ => out_dir.join("bpf-target"),
     };
 
     let mut cmd = match &toolchain {
@@ -88,10 +88,17 @@ fn run() -> Result<(), String> {
     }
     cmd.current_dir(&ebpf_dir).arg("--target-dir").arg(&target_dir).env("PATH", prepend_path(&linker_dir)?);
 
-    let output = cmd.output().map_err(|e| format!("running {cmd:?}: {e}\n{SETUP_HINT}"))?;
+    // Not `{cmd:?}`: it lists every scrubbed variable.
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = cmd.output().map_err(|e| format!("running `{shown}`: {e}\n{SETUP_HINT}"))?;
     if !output.status.success() {
         return Err(format!(
-            "{cmd:?} failed ({}):\n{}\n{}",
+            "`{shown}` in {} failed ({}):\n{}\n{}",
+            ebpf_dir.display(),
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
