@@ -29,10 +29,10 @@ impl StatsEnabled {
 
 impl Drop for StatsEnabled {
     fn drop(&mut self) {
-        if self.previous != "1" {
-            if let Err(e) = std::fs::write(SYSCTL, &self.previous) {
-                eprintln!("bench: could not restore {SYSCTL} to {}: {e}", self.previous);
-            }
+        if self.previous != "1"
+            && let Err(e) = std::fs::write(SYSCTL, &self.previous)
+        {
+            eprintln!("bench: could not restore {SYSCTL} to {}: {e}", self.previous);
         }
     }
 }

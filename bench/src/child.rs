@@ -143,7 +143,8 @@ pub fn wait_listening(netns: &str, port: u16, server: &mut ChildGuard) -> anyhow
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Some(status) = server.exited()? {
-            bail!("{} exited before listening ({status}): {}", server.what, server.stderr_text().trim());
+            let stderr = server.stderr_text();
+            bail!("{} exited before listening ({status}): {}", server.what, stderr.trim());
         }
         let out = in_netns(netns, "ss")
             .args(["-Hltn", &format!("sport = :{port}")])

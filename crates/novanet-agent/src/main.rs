@@ -5,6 +5,7 @@
 //! pinned programs and maps keep forwarding while the agent is down or restarting; the agent never
 //! unpins on exit.
 
+mod bpffs;
 mod config;
 mod endpoint_manager;
 mod grpc;
@@ -144,6 +145,7 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             (cidr, Some(client))
         }
     };
+    bpffs::ensure_mounted(&cfg.bpffs_root)?;
     let dataplane = Dataplane::load(&cfg.bpffs_root)
         .with_context(|| format!("loading the datapath under {}", cfg.bpffs_root.display()))?;
     let table = restore_table(persisted, cidr)?;

@@ -1,0 +1,160 @@
+//! The datapath comparison: the same throughput and request/response samples on three paths, in an
+//! order balanced within each round so a slow drift of the machine's load hits every path alike.
+//!
+//! Arms: `baseline` (A, a direct veth pair), `control` (A', a second identical direct pair: the A/A
+//! control that shows how far two identical paths differ), `subject` (B, two pods through NovaNet).
+//! Each round runs X Y Z Z Y X, with X Y Z a rotation of A B A' that moves by one every round.
+//! `kernel.bpf_stats_enabled` is on during subject slots only, and the program's counters are read around
+//! each subject sample.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::bpf_stats::{self, RunCost, StatsEnabled};
+use crate::child::check_interrupted;
+use crate::rr::{self, RrSample};
+use crate::throughput::{self, ThroughputSample};
+use crate::veth_pair::Endpoints;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arm {
+    Baseline,
+    Control,
+    Subject,
+}
+
+impl Arm {
+    pub const ALL: [Arm; 3] = [Arm::Baseline, Arm::Subject, Arm::Control];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arm::Baseline => "baseline",
+            Arm::Control => "control",
+            Arm::Subject => "subject",
+        }
+    }
+}
+
+/// The slots of `rounds` rounds: (round, arm) in measurement order.
+pub fn schedule(rounds: usize) -> Vec<(usize, Arm)> {
+    let mut slots = Vec::new();
+    for round in 0..rounds {
+        let mut half: Vec<Arm> = Arm::ALL.to_vec();
+        half.rotate_left(round % Arm::ALL.len());
+        let mirrored = half.iter().rev().copied();
+        slots.extend(half.iter().copied().chain(mirrored).map(|arm| (round, arm)));
+    }
+    slots
+}
+
+/// One slot's measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slot {
+    pub round: usize,
+    pub arm: Arm,
+    pub throughput: ThroughputSample,
+    pub rr: RrSample,
+    /// Subject slots only: what `novanet_pod_ingress` ran during each of the two samples.
+    pub prog_during_throughput: Option<RunCost>,
+    pub prog_during_rr: Option<RunCost>,
+}
+
+pub struct Paths<'a> {
+    pub baseline: &'a Endpoints,
+    pub control: &'a Endpoints,
+    pub subject: &'a Endpoints,
+}
+
+pub struct Settings<'a> {
+    pub rounds: usize,
+    pub seconds: u32,
+    pub cpus: (usize, usize),
+    /// The node's pinned `novanet_pod_ingress`.
+    pub prog_pin: &'a Path,
+}
+
+pub fn run(paths: &Paths, s: &Settings) -> anyhow::Result<Vec<Slot>> {
+    let plan = schedule(s.rounds);
+    let mut slots = Vec::with_capacity(plan.len());
+    for (i, &(round, arm)) in plan.iter().enumerate() {
+        check_interrupted()?;
+        let ep = match arm {
+            Arm::Baseline => paths.baseline,
+            Arm::Control => paths.control,
+            Arm::Subject => paths.subject,
+        };
+        let slot = if arm == Arm::Subject {
+            let _stats = StatsEnabled::enable()?;
+            let t0 = bpf_stats::read_pinned(s.prog_pin)?;
+            let tp = throughput::sample(ep, s.cpus, s.seconds)?;
+            let t1 = bpf_stats::read_pinned(s.prog_pin)?;
+            let rr = rr::sample(ep, s.cpus, s.seconds)?;
+            let t2 = bpf_stats::read_pinned(s.prog_pin)?;
+            Slot {
+                round,
+                arm,
+                throughput: tp,
+                rr,
+                prog_during_throughput: Some(t1.since(&t0)?),
+                prog_during_rr: Some(t2.since(&t1)?),
+            }
+        } else {
+            let tp = throughput::sample(ep, s.cpus, s.seconds)?;
+            let rr = rr::sample(ep, s.cpus, s.seconds)?;
+            Slot { round, arm, throughput: tp, rr, prog_during_throughput: None, prog_during_rr: None }
+        };
+        eprintln!("{}", progress_line(i + 1, plan.len(), &slot));
+        slots.push(slot);
+    }
+    Ok(slots)
+}
+
+fn progress_line(n: usize, of: usize, slot: &Slot) -> String {
+    let ns = |c: &Option<RunCost>| c.and_then(|c| c.ns_per_run()).map(|v| format!("{v:.0}")).unwrap_or("-".into());
+    let mut line = format!(
+        "[{n:>2}/{of}] round {} {:<8}  tcp {:6.2} Gbit/s (retr {:>5})  rr {:>8.0} tps  p50 {:6.2} us",
+        slot.round + 1,
+        slot.arm.name(),
+        slot.throughput.gbit_per_s,
+        slot.throughput.retransmits,
+        slot.rr.transactions_per_s,
+        slot.rr.p50_half_rtt_us,
+    );
+    if slot.arm == Arm::Subject {
+        line.push_str(&format!(
+            "  prog {} ns/run (tcp), {} ns/run (rr)",
+            ns(&slot.prog_during_throughput),
+            ns(&slot.prog_during_rr)
+        ));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_arm_runs_twice_per_round_at_the_same_mean_position() {
+        let plan = schedule(3);
+        assert_eq!(plan.len(), 18);
+        for round in 0..3 {
+            let slots: Vec<Arm> = plan.iter().filter(|(r, _)| *r == round).map(|(_, a)| *a).collect();
+            for arm in Arm::ALL {
+                let positions: Vec<usize> = (0..6).filter(|&i| slots[i] == arm).collect();
+                assert_eq!(positions.len(), 2, "round {round}: {slots:?}");
+                assert_eq!(positions[0] + positions[1], 5, "unbalanced round {round}: {slots:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn first_round_is_a_b_a_prime_mirrored_and_rounds_rotate() {
+        let plan: Vec<Arm> = schedule(2).into_iter().map(|(_, a)| a).collect();
+        use Arm::*;
+        assert_eq!(&plan[..6], &[Baseline, Subject, Control, Control, Subject, Baseline]);
+        assert_eq!(&plan[6..], &[Subject, Control, Baseline, Baseline, Control, Subject]);
+    }
+}

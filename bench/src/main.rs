@@ -1,0 +1,160 @@
+//! `novanet-bench`: NovaNet's benchmark, each figure printed next to a baseline measured in the same run.
+//!
+//! 1. Same-node pod-to-pod TCP throughput (iperf3) and request/response (sockperf ping-pong) through
+//!    NovaNet, against a direct veth pair (the physical limit) and a second identical pair (A/A control),
+//!    in balanced order over several rounds (see `datapath`).
+//! 2. Per-run cost of `novanet_pod_ingress` from the kernel's `bpf_stats` during the NovaNet samples.
+//! 3. CNI ADD/DEL latency of pods added one by one to a lab node (see `cni_latency`).
+//!
+//! Invariants: all traffic runs inside namespaces the bench creates (a light lab, and two direct pairs),
+//! every one of them removed on exit, error, panic or Ctrl-C; the machine-wide `kernel.bpf_stats_enabled`
+//! is restored; only processes the bench started are stopped, by PID. Needs root and the release
+//! binaries of the agent and the CNI plugin next to this executable (`bench/run.sh` builds them).
+
+mod bpf_stats;
+mod child;
+mod cni_latency;
+mod datapath;
+mod report;
+mod rr;
+mod stats;
+mod throughput;
+mod veth_pair;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use novanet_lab::{Lab, LabSpec, NodeSpec, PodSpec};
+
+use crate::datapath::{Paths, Settings};
+use crate::report::{Environment, Report};
+use crate::veth_pair::{Endpoints, VethPair};
+
+#[derive(Parser)]
+#[command(name = "novanet-bench", about = "NovaNet datapath and CNI benchmark against a same-run baseline")]
+struct Args {
+    /// Rounds of the balanced order (each round: 2 samples per arm).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+    /// Seconds per throughput and per request/response sample.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    seconds: u32,
+    /// Pods to add one by one for the CNI latency (0 skips it).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pods: u32,
+    /// Core the clients run on.
+    #[arg(long, default_value_t = 0)]
+    client_cpu: usize,
+    /// Core the servers run on.
+    #[arg(long, default_value_t = 1)]
+    server_cpu: usize,
+    /// Print the summary as JSON (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+const TOOLS: [&str; 6] = ["iperf3", "sockperf", "bpftool", "taskset", "ss", "nsenter"];
+const NODE: &str = "n1";
+/// A /22 leaves room for the two measured pods and up to 1000 latency pods.
+const POD_CIDR: &str = "10.244.0.0/22";
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    preflight(&args)?;
+    child::install_interrupt_flag()?;
+    let loadavg_start = loadavg();
+
+    let name = format!("bench-{}", std::process::id());
+    eprintln!("bringing up lab {name}: node {NODE} with pods client and server");
+    let mut lab = Lab::guard(&name, &lab_spec()?).context("bringing up the lab")?;
+    let subject = Endpoints {
+        client_ns: lab.pod("client")?.netns.clone(),
+        server_ns: lab.pod("server")?.netns.clone(),
+        server_ip: lab.pod_ip("server")?,
+    };
+    let mtu = veth_pair::link_mtu(&subject.client_ns, novanet_lab::pod::POD_IFNAME)?;
+    let baseline = VethPair::create("ba", 1, mtu)?;
+    let control = VethPair::create("bc", 2, mtu)?;
+    let (baseline_ep, control_ep) = (baseline.endpoints(), control.endpoints());
+    let pin = lab.node(NODE)?.bpffs_dir().join("novanet").join("novanet_pod_ingress");
+
+    let redirect_before = redirect_local(&lab);
+    let paths = Paths { baseline: &baseline_ep, control: &control_ep, subject: &subject };
+    let cpus = (args.client_cpu, args.server_cpu);
+    let settings = Settings { rounds: args.rounds as usize, seconds: args.seconds, cpus, prog_pin: &pin };
+    let slots = datapath::run(&paths, &settings)?;
+    let redirect = redirect_local(&lab).zip(redirect_before).map(|(after, before)| after.saturating_sub(before));
+    drop(baseline);
+    drop(control);
+
+    let cni = cni_latency::measure(&mut lab, NODE, args.pods as usize)?;
+    let teardown = lab.down();
+
+    let environment = Environment {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        client_cpu: args.client_cpu,
+        server_cpu: args.server_cpu,
+        loadavg_start,
+        loadavg_end: loadavg(),
+        mtu,
+        rounds: args.rounds as usize,
+        seconds_per_sample: args.seconds,
+        pods: args.pods as usize,
+    };
+    let report = Report::new(environment, slots, redirect, cni);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    teardown.context("tearing the lab down")?;
+    Ok(())
+}
+
+fn preflight(args: &Args) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("novanet-bench needs root (namespaces, the agent's eBPF programs, bpf_stats)");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for tool in TOOLS {
+        if !std::env::split_paths(&path).any(|d| d.join(tool).is_file()) {
+            bail!("{tool} not found on PATH; scripts/setup.sh installs the benchmark tools");
+        }
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if args.client_cpu.max(args.server_cpu) >= cpus {
+        bail!("--client-cpu/--server-cpu must be below the {cpus} CPUs of this machine");
+    }
+    if args.client_cpu == args.server_cpu {
+        eprintln!("warning: client and server share cpu {}", args.client_cpu);
+    }
+    Ok(())
+}
+
+fn lab_spec() -> anyhow::Result<LabSpec> {
+    let pod = |name: &str| PodSpec {
+        namespace: "bench".into(),
+        name: name.into(),
+        uid: format!("uid-bench-{name}-{}", std::process::id()),
+        node: NODE.into(),
+        labels: Default::default(),
+        command: None,
+    };
+    Ok(LabSpec {
+        nodes: vec![NodeSpec { name: NODE.into(), pod_cidr: POD_CIDR.parse()? }],
+        pods: vec![pod("client"), pod("server")],
+    })
+}
+
+/// The agent's `redirect_local` packet counter, if the agent answers.
+fn redirect_local(lab: &Lab) -> Option<u64> {
+    let status = novanet_lab::node::agent_status(&lab.socket(NODE).ok()?).ok()?;
+    status.counters.iter().find(|c| c.name == "redirect_local").map(|c| c.packets)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}

@@ -1,0 +1,200 @@
+//! The final summary: medians per arm with every sample, ratios against the baseline next to the A/A
+//! control's ratio, the eBPF per-run cost and the CNI latencies; as plain text or as JSON.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::bpf_stats::RunCost;
+use crate::cni_latency::{CniSummary, CniTimings};
+use crate::datapath::{Arm, Slot};
+use crate::stats::{Latency, Summary, median};
+
+#[derive(Debug, Serialize)]
+pub struct Environment {
+    pub kernel: String,
+    pub cpus: usize,
+    pub client_cpu: usize,
+    pub server_cpu: usize,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub mtu: u32,
+    pub rounds: usize,
+    pub seconds_per_sample: u32,
+    pub pods: usize,
+}
+
+/// One metric on the three arms, with the two ratios of medians.
+#[derive(Debug, Serialize)]
+pub struct ArmTable {
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+    pub baseline: Option<Summary>,
+    pub control: Option<Summary>,
+    pub subject: Option<Summary>,
+    pub subject_over_baseline: Option<f64>,
+    pub control_over_baseline: Option<f64>,
+}
+
+impl ArmTable {
+    fn of(slots: &[Slot], unit: &'static str, higher_is_better: bool, metric: impl Fn(&Slot) -> f64) -> ArmTable {
+        let arm = |a: Arm| Summary::of(&slots.iter().filter(|s| s.arm == a).map(&metric).collect::<Vec<_>>());
+        let (baseline, control, subject) = (arm(Arm::Baseline), arm(Arm::Control), arm(Arm::Subject));
+        let ratio = |x: &Option<Summary>| Some(x.as_ref()?.median / baseline.as_ref()?.median);
+        ArmTable {
+            unit,
+            higher_is_better,
+            subject_over_baseline: ratio(&subject),
+            control_over_baseline: ratio(&control),
+            baseline,
+            control,
+            subject,
+        }
+    }
+}
+
+/// `novanet_pod_ingress` cost during the subject's samples of one kind.
+#[derive(Debug, Serialize)]
+pub struct ProgramCost {
+    pub total: RunCost,
+    /// Sum of run time over sum of runs across all subject samples.
+    pub ns_per_run: Option<f64>,
+    /// ns/run of each subject sample, in order.
+    pub per_sample_ns_per_run: Vec<f64>,
+    pub median_ns_per_run: Option<f64>,
+}
+
+impl ProgramCost {
+    fn of(costs: impl Iterator<Item = RunCost>) -> ProgramCost {
+        let costs: Vec<RunCost> = costs.collect();
+        let mut total = RunCost::default();
+        costs.iter().for_each(|c| total.add(*c));
+        let per: Vec<f64> = costs.iter().filter_map(RunCost::ns_per_run).collect();
+        ProgramCost { total, ns_per_run: total.ns_per_run(), median_ns_per_run: median(&per), per_sample_ns_per_run: per }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub environment: Environment,
+    pub tcp_throughput: ArmTable,
+    pub rr_transactions: ArmTable,
+    pub rr_p50_latency: ArmTable,
+    pub prog_during_throughput: ProgramCost,
+    pub prog_during_rr: ProgramCost,
+    /// Growth of the agent's `redirect_local` counter over the datapath runs (packets the eBPF program
+    /// delivered pod to pod), as evidence the subject went through the fast path.
+    pub redirect_local_packets: Option<u64>,
+    pub cni: CniSummary,
+    pub slots: Vec<Slot>,
+    pub cni_samples: CniTimings,
+}
+
+impl Report {
+    pub fn new(environment: Environment, slots: Vec<Slot>, redirect: Option<u64>, cni: CniTimings) -> Report {
+        Report {
+            environment,
+            tcp_throughput: ArmTable::of(&slots, "Gbit/s", true, |s| s.throughput.gbit_per_s),
+            rr_transactions: ArmTable::of(&slots, "transactions/s", true, |s| s.rr.transactions_per_s),
+            rr_p50_latency: ArmTable::of(&slots, "us (half RTT)", false, |s| s.rr.p50_half_rtt_us),
+            prog_during_throughput: ProgramCost::of(slots.iter().filter_map(|s| s.prog_during_throughput)),
+            prog_during_rr: ProgramCost::of(slots.iter().filter_map(|s| s.prog_during_rr)),
+            redirect_local_packets: redirect,
+            cni: cni.summary(),
+            slots,
+            cni_samples: cni,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let e = &self.environment;
+        let mut o = String::new();
+        let _ = writeln!(o, "==================== NovaNet bench summary ====================");
+        let _ = writeln!(
+            o,
+            "kernel {}, {} CPUs (client on cpu {}, server on cpu {}), MTU {}\nload average at start: {}   at end: {}",
+            e.kernel, e.cpus, e.client_cpu, e.server_cpu, e.mtu, e.loadavg_start, e.loadavg_end
+        );
+        let _ = writeln!(
+            o,
+            "{} rounds x 6 slots (A B A' A' B A, rotated each round), {} s per sample; medians; samples in run order\n\
+             baseline = direct veth pair, control = a second identical direct veth pair (A/A), subject = two pods\n\
+             on one node through NovaNet (real agent + CNI, tc ingress + bpf_redirect_peer)",
+            e.rounds, e.seconds_per_sample
+        );
+        table(&mut o, "TCP throughput, iperf3 (Gbit/s, higher is better)", &self.tcp_throughput, 2);
+        table(&mut o, "TCP request/response, sockperf ping-pong (transactions/s, higher is better)", &self.rr_transactions, 0);
+        table(&mut o, "TCP request/response p50 latency (us, half round trip; lower is better)", &self.rr_p50_latency, 2);
+        let _ = writeln!(o, "\neBPF novanet_pod_ingress cost (kernel bpf_stats, on during subject slots only)");
+        for (what, c) in [("during iperf3 (GSO skbs)", &self.prog_during_throughput), ("during ping-pong", &self.prog_during_rr)] {
+            let _ = writeln!(
+                o,
+                "  {what:<25} {} ns/run over {} runs; per sample: {}",
+                fmt_opt(c.ns_per_run, 0),
+                c.total.run_cnt,
+                join(&c.per_sample_ns_per_run, 0)
+            );
+        }
+        let _ = writeln!(o, "  agent redirect_local counter grew by {} packets", fmt_u(self.redirect_local_packets));
+        let _ = writeln!(o, "\nCNI on one node, {} pods added one by one then removed (ms)", e.pods);
+        let c = &self.cni;
+        for (what, l) in [
+            ("lab.add_pod (netns + CNI ADD + state)", &c.lab_add_pod),
+            ("  CNI ADD alone (run_cni)", &c.cni_add),
+            ("  netns create alone", &c.netns_create),
+            ("lab.remove_pod (CNI DEL + netns del + state)", &c.lab_remove_pod),
+            ("  CNI DEL alone (run_cni)", &c.cni_del),
+            ("  netns delete alone", &c.netns_delete),
+        ] {
+            let _ = writeln!(o, "  {what:<46} {}", latency(l));
+        }
+        let _ = writeln!(o, "================================================================");
+        o
+    }
+}
+
+fn table(o: &mut String, title: &str, t: &ArmTable, digits: usize) {
+    let _ = writeln!(o, "\n{title}");
+    for (name, s) in [("baseline", &t.baseline), ("control", &t.control), ("subject", &t.subject)] {
+        match s {
+            Some(s) => {
+                let _ = writeln!(
+                    o,
+                    "  {name:<9} median {:>10}  spread {:>5.1}%  samples {}",
+                    format!("{:.*}", digits, s.median),
+                    s.spread() * 100.0,
+                    join(&s.samples, digits)
+                );
+            }
+            None => {
+                let _ = writeln!(o, "  {name:<9} no samples");
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  ratio subject/baseline {}   |   A/A control/baseline {}   ({} is better)",
+        fmt_opt(t.subject_over_baseline, 3),
+        fmt_opt(t.control_over_baseline, 3),
+        if t.higher_is_better { "higher" } else { "lower" }
+    );
+}
+
+fn join(v: &[f64], digits: usize) -> String {
+    v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(" ")
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "n/a".into())
+}
+
+fn fmt_u(v: Option<u64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "n/a".into())
+}
+
+fn latency(l: &Option<Latency>) -> String {
+    match l {
+        Some(l) => format!("p50 {:7.2}  p99 {:7.2}  max {:7.2}  (n={})", l.p50, l.p99, l.max, l.count),
+        None => "n/a".into(),
+    }
+}
