@@ -277,6 +277,22 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
         "agent frr"
     );
 
+    // cluster-pool mode adds a Role in kube-system for the CIDR claims ConfigMap, and nothing more.
+    let pool = render(&bins, &["--set", "config.podCIDRSource=cluster-pool", "--set", "config.clusterCIDR=10.244.0.0/16"]);
+    ok_stdout("kubectl apply (cluster-pool)", kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&pool)));
+    let can_update_claims = kubectl(
+        &["auth", "can-i", "update", "configmaps/novanet-pod-cidrs", "-n", "kube-system",
+          "--as", "system:serviceaccount:novanet-system:novanet"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&can_update_claims.stdout).trim(), "yes");
+    let can_update_others = kubectl(
+        &["auth", "can-i", "update", "configmaps/kube-proxy", "-n", "kube-system",
+          "--as", "system:serviceaccount:novanet-system:novanet"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&can_update_others.stdout).trim(), "no");
+
     // Why bpffs is HostToContainer unless privileged: the API refuses Bidirectional otherwise.
     let bidirectional = default.replacen(
         "mountPropagation: HostToContainer",
