@@ -29,7 +29,7 @@ use novanet_k8s::{
     pod_labels, pod_uid, publish_node_address, wait_for_pod_cidr,
 };
 use novanet_lab::controlplane::{
-    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, locate_bin_dir, missing_binaries,
+    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
 
@@ -42,25 +42,6 @@ fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
-fn bins_or_skip(test: &str) -> Option<PathBuf> {
-    let Some(dir) = locate_bin_dir() else {
-        say(&format!(
-            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
-        ));
-        return None;
-    };
-    let missing = missing_binaries(&dir, &CONTROL_PLANE_BINARIES);
-    if !missing.is_empty() {
-        say(&format!(
-            "SKIPPED {test}: {} not built in {} (run tools/build.sh {})",
-            missing.join(", "),
-            dir.display(),
-            missing.join(" ")
-        ));
-        return None;
-    }
-    Some(dir)
-}
 
 /// A namespace, a started control plane in it, and a tokio runtime. Processes die with this thread.
 struct Lab {
@@ -198,7 +179,7 @@ fn uid_of(objects: &ClusterObjects, name: &str) -> Option<String> {
 fn kube_source_follows_changes_and_keeps_stores_through_apiserver_outage() {
     let test = "kube_source_follows_changes_and_keeps_stores_through_apiserver_outage";
     let _serial = ONE_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bins) = bins_or_skip(test) else {
+    let Some(bins) = bins_or_skip(test, &CONTROL_PLANE_BINARIES) else {
         return;
     };
     let Lab {
@@ -399,7 +380,7 @@ fn kube_source_follows_changes_and_keeps_stores_through_apiserver_outage() {
 fn node_helpers_and_cluster_pool_against_real_apiserver() {
     let test = "node_helpers_and_cluster_pool_against_real_apiserver";
     let _serial = ONE_CONTROL_PLANE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bins) = bins_or_skip(test) else {
+    let Some(bins) = bins_or_skip(test, &CONTROL_PLANE_BINARIES) else {
         return;
     };
     let Lab { cp, _ns, _tmp, rt } = start_lab(bins);

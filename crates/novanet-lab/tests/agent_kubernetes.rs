@@ -7,21 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, locate_bin_dir, missing_binaries};
+use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, bins_or_skip};
 use novanet_lab::{Lab, LabOptions, LabSpec};
 
-fn k8s_bin_dir() -> Option<std::path::PathBuf> {
-    let dir = locate_bin_dir()?;
-    let mut needed = CONTROL_PLANE_BINARIES.to_vec();
-    needed.push("kubectl");
-    let missing = missing_binaries(&dir, &needed);
-    if missing.is_empty() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: Kubernetes binaries {missing:?} missing in {}; run tools/build.sh", dir.display());
-        None
-    }
-}
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -70,7 +58,11 @@ spec: {nodeName: n2, containers: [{name: c}]}
 
 #[test]
 fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
-    let Some(bin_dir) = k8s_bin_dir() else { return };
+    let mut needed = CONTROL_PLANE_BINARIES.to_vec();
+    needed.push("kubectl");
+    let Some(bin_dir) = bins_or_skip("agent_follows_the_genuine_apiserver_and_survives_its_outage", &needed) else {
+        return;
+    };
     let spec = LabSpec::parse(SPEC).unwrap();
     let options = LabOptions { kubernetes: Some(bin_dir) };
     let mut lab = Lab::guard_with(&format!("test-k8s-{}", std::process::id()), &spec, &options).unwrap();

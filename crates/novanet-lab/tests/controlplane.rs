@@ -9,14 +9,14 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, ControlPlaneError, Forwarder,
-    locate_bin_dir, missing_binaries,
+    bins_or_skip,
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
 
@@ -27,26 +27,6 @@ fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
-/// The bin dir when every binary in `names` is built there; otherwise prints why the test is skipped.
-fn k8s_bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
-    let Some(dir) = locate_bin_dir() else {
-        say(&format!(
-            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
-        ));
-        return None;
-    };
-    let missing = missing_binaries(&dir, names);
-    if !missing.is_empty() {
-        say(&format!(
-            "SKIPPED {test}: {} not built in {} (run tools/build.sh {})",
-            missing.join(", "),
-            dir.display(),
-            missing.join(" ")
-        ));
-        return None;
-    }
-    Some(dir)
-}
 
 /// A fresh namespace with the control-plane address on its loopback.
 fn cp_namespace() -> NetNs {
@@ -110,7 +90,7 @@ fn controller_manager_assigns_pod_cidr_and_node_survives_apiserver_restart() {
     let test = "controller_manager_assigns_pod_cidr_and_node_survives_apiserver_restart";
     let mut names = CONTROL_PLANE_BINARIES.to_vec();
     names.push("kubectl");
-    let Some(bins) = k8s_bins_or_skip(test, &names) else {
+    let Some(bins) = bins_or_skip(test, &names) else {
         return;
     };
     let ns = cp_namespace();

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use novanet_lab::controlplane::{
-    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, locate_bin_dir, missing_binaries,
+    CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
 
@@ -26,25 +26,6 @@ fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
-fn k8s_bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
-    let Some(dir) = locate_bin_dir() else {
-        say(&format!(
-            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
-        ));
-        return None;
-    };
-    let missing = missing_binaries(&dir, names);
-    if !missing.is_empty() {
-        say(&format!(
-            "SKIPPED {test}: {} not built in {} (run tools/build.sh {})",
-            missing.join(", "),
-            dir.display(),
-            missing.join(" ")
-        ));
-        return None;
-    }
-    Some(dir)
-}
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/novanet")
@@ -107,7 +88,7 @@ fn render(bins: &Path, extra: &[&str]) -> String {
 
 #[test]
 fn chart_lints_and_renders_with_default_and_native_routing() {
-    let Some(bins) = k8s_bins_or_skip(
+    let Some(bins) = bins_or_skip(
         "chart_lints_and_renders_with_default_and_native_routing",
         &["helm"],
     ) else {
@@ -179,7 +160,7 @@ fn chart_lints_and_renders_with_default_and_native_routing() {
 
 #[test]
 fn schema_rejects_values_outside_the_enums() {
-    let Some(bins) = k8s_bins_or_skip("schema_rejects_values_outside_the_enums", &["helm"]) else {
+    let Some(bins) = bins_or_skip("schema_rejects_values_outside_the_enums", &["helm"]) else {
         return;
     };
     let chart = chart_dir();
@@ -208,7 +189,7 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
     let test = "rendered_chart_applies_to_a_genuine_apiserver";
     let mut names = CONTROL_PLANE_BINARIES.to_vec();
     names.extend(["kubectl", "helm"]);
-    let Some(bins) = k8s_bins_or_skip(test, &names) else {
+    let Some(bins) = bins_or_skip(test, &names) else {
         return;
     };
     let ns = NetNs::create(&format!("{}helm", unique_prefix())).unwrap();

@@ -59,3 +59,29 @@ fn is_executable(path: &Path) -> bool {
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
 }
+
+/// For tests: the bin dir when every binary in `names` is built there; otherwise prints, past the test
+/// harness's capture, why `test` is skipped, and returns `None`. Only missing binaries skip a test.
+pub fn bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
+    use std::io::Write;
+    let say = |msg: String| {
+        let _ = writeln!(std::io::stderr(), "{msg}");
+    };
+    let Some(dir) = locate_bin_dir() else {
+        say(format!(
+            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
+        ));
+        return None;
+    };
+    let missing = missing_binaries(&dir, names);
+    if !missing.is_empty() {
+        say(format!(
+            "SKIPPED {test}: {} not built in {} (run tools/build.sh {})",
+            missing.join(", "),
+            dir.display(),
+            missing.join(" ")
+        ));
+        return None;
+    }
+    Some(dir)
+}

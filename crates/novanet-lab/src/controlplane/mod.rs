@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-pub use bins::{CONTROL_PLANE_BINARIES, locate_bin_dir, missing_binaries, require_binaries};
+pub use bins::{CONTROL_PLANE_BINARIES, bins_or_skip, locate_bin_dir, missing_binaries, require_binaries};
 pub use error::ControlPlaneError;
 pub use forward::{Forwarder, run_forwarder};
 pub use kubeconfig::{CLUSTER_NAME, write_kubeconfig};
