@@ -79,7 +79,8 @@ impl ProgStats {
 /// Reads the pinned program at `pin` (the node's own `novanet_pod_ingress`, which every pod veth of the
 /// node runs; other labs' programs of the same name are not counted).
 pub fn read_pinned(pin: &Path) -> anyhow::Result<ProgStats> {
-    let out = Command::new("bpftool").args(["-j", "prog", "show", "pinned"]).arg(pin).output().context("running bpftool")?;
+    let out =
+        Command::new("bpftool").args(["-j", "prog", "show", "pinned"]).arg(pin).output().context("running bpftool")?;
     if !out.status.success() {
         bail!("bpftool prog show pinned {}: {}", pin.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -110,7 +111,8 @@ mod tests {
         let with = parse(br#"{"id":7,"type":"sched_cls","name":"novanet_pod_ingress","run_time_ns":500,"run_cnt":2}"#);
         let s = with.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((s.id, s.run_time_ns, s.run_cnt), (7, 500, 2));
-        let without = parse(br#"{"id":7,"type":"sched_cls","name":"novanet_pod_ing"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let without =
+            parse(br#"{"id":7,"type":"sched_cls","name":"novanet_pod_ing"}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((without.run_time_ns, without.run_cnt), (0, 0));
     }
 

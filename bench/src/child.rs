@@ -146,10 +146,7 @@ pub fn wait_listening(netns: &str, port: u16, server: &mut ChildGuard) -> anyhow
             let stderr = server.stderr_text();
             bail!("{} exited before listening ({status}): {}", server.what, stderr.trim());
         }
-        let out = in_netns(netns, "ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output()
-            .context("running ss")?;
+        let out = in_netns(netns, "ss").args(["-Hltn", &format!("sport = :{port}")]).output().context("running ss")?;
         if out.status.success() && !out.stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }

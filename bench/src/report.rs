@@ -70,7 +70,12 @@ impl ProgramCost {
         let mut total = RunCost::default();
         costs.iter().for_each(|c| total.add(*c));
         let per: Vec<f64> = costs.iter().filter_map(RunCost::ns_per_run).collect();
-        ProgramCost { total, ns_per_run: total.ns_per_run(), median_ns_per_run: median(&per), per_sample_ns_per_run: per }
+        ProgramCost {
+            total,
+            ns_per_run: total.ns_per_run(),
+            median_ns_per_run: median(&per),
+            per_sample_ns_per_run: per,
+        }
     }
 }
 
@@ -123,10 +128,22 @@ impl Report {
             e.rounds, e.seconds_per_sample
         );
         table(&mut o, "TCP throughput, iperf3 (Gbit/s, higher is better)", &self.tcp_throughput, 2);
-        table(&mut o, "TCP request/response, sockperf ping-pong (transactions/s, higher is better)", &self.rr_transactions, 0);
-        table(&mut o, "TCP request/response p50 latency (us, half round trip; lower is better)", &self.rr_p50_latency, 2);
+        table(
+            &mut o,
+            "TCP request/response, sockperf ping-pong (transactions/s, higher is better)",
+            &self.rr_transactions,
+            0,
+        );
+        table(
+            &mut o,
+            "TCP request/response p50 latency (us, half round trip; lower is better)",
+            &self.rr_p50_latency,
+            2,
+        );
         let _ = writeln!(o, "\neBPF novanet_pod_ingress cost (kernel bpf_stats, on during subject slots only)");
-        for (what, c) in [("during iperf3 (GSO skbs)", &self.prog_during_throughput), ("during ping-pong", &self.prog_during_rr)] {
+        for (what, c) in
+            [("during iperf3 (GSO skbs)", &self.prog_during_throughput), ("during ping-pong", &self.prog_during_rr)]
+        {
             let _ = writeln!(
                 o,
                 "  {what:<25} {} ns/run over {} runs; per sample: {}",

@@ -37,7 +37,22 @@ impl VethPair {
     fn wire(&self, subnet: u8, mtu: u32) -> anyhow::Result<()> {
         let (Some(c), Some(s)) = (&self.client, &self.server) else { anyhow::bail!("namespaces missing") };
         let mtu = mtu.to_string();
-        c.ip(&["link", "add", "veth0", "mtu", &mtu, "type", "veth", "peer", "name", "veth0", "mtu", &mtu, "netns", s.name()])?;
+        c.ip(&[
+            "link",
+            "add",
+            "veth0",
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth0",
+            "mtu",
+            &mtu,
+            "netns",
+            s.name(),
+        ])?;
         c.ip(&["addr", "add", &format!("10.250.{subnet}.1/24"), "dev", "veth0"])?;
         s.ip(&["addr", "add", &format!("10.250.{subnet}.2/24"), "dev", "veth0"])?;
         c.ip(&["link", "set", "veth0", "up"])?;
