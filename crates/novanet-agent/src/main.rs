@@ -54,6 +54,9 @@ struct Overrides {
     state_dir: Option<PathBuf>,
     #[arg(long)]
     bpffs_root: Option<PathBuf>,
+    /// The node's underlay address to publish on its Node (the chart passes `status.hostIP`).
+    #[arg(long, env = "NOVANET_UNDERLAY_IP")]
+    underlay_ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +99,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
     }
     if let Some(b) = &o.bpffs_root {
         cfg.bpffs_root = b.clone();
+    }
+    if let Some(ip) = o.underlay_ip {
+        cfg.underlay_ip = Some(ip);
     }
     cfg.validate()?;
     Ok(cfg)
