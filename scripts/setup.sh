@@ -26,6 +26,22 @@ if ! "$NOVANET_TOOLS/bin/bpf-linker" --version 2>/dev/null | grep -q '^bpf-linke
 fi
 
 if [ "${1:-}" = "--k8s" ]; then
-  # What the tests start: a control plane, kubectl, helm. tools/build.sh with no names builds them all.
-  "$here/tools/build.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
+  # The lab's images and registry (tools/images/build.sh, crates/novanet-lab/src/registry.rs): skopeo
+  # pushes the OCI archives, containerd + runc run them; gcc/libc6-dev build the static pause, and the
+  # agnhost image copies curl, OpenBSD netcat (`nc -u`), dig, bash and iproute2 with their libraries.
+  k8s_pkgs=()
+  for p in skopeo containerd runc busybox-static gcc libc6-dev curl netcat-openbsd bind9-dnsutils bash \
+           iproute2 jq; do
+    have_pkg "$p" || k8s_pkgs+=("$p")
+  done
+  if [ ${#k8s_pkgs[@]} -gt 0 ]; then
+    echo "setup: installing ${k8s_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${k8s_pkgs[@]}" >/dev/null
+  fi
+  # What the tests start: a control plane, kubectl, helm, the registry, and what goes into the agnhost
+  # image. tools/build.sh with no names builds them all.
+  "$here/tools/build.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm \
+    registry agnhost coredns
 fi

@@ -8,11 +8,13 @@
 
 pub mod binaries;
 pub mod controlplane;
+pub mod images;
 pub mod lab;
 pub mod netns;
 pub mod node;
 pub mod pod;
 pub mod process;
+pub mod registry;
 pub mod spec;
 pub mod state;
 

@@ -62,13 +62,22 @@ pub fn stop(pid: u32, needle: &str, grace: Duration) {
     wait_gone(pid, needle, Duration::from_secs(5));
 }
 
-/// Waits until `pid` no longer runs `needle`; false on timeout.
+/// Waits until `pid` no longer runs `needle`; false on timeout. A process that is exiting (its
+/// command line already empty, not yet a zombie) still counts as running, and our own children are reaped,
+/// so no zombie is left behind.
 pub fn wait_gone(pid: u32, needle: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         reap(pid);
-        if !runs(pid, needle) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+        if stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')).unwrap_or(false) {
+            reap(pid);
+            // Still a zombie: not our child; its parent reaps it. It runs nothing any more.
             return true;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.is_empty() && !String::from_utf8_lossy(&cmdline).contains(needle) {
+            return true; // the PID now belongs to another program
         }
         std::thread::sleep(Duration::from_millis(20));
     }
