@@ -228,7 +228,7 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
     let containers = [
         "get",
         "daemonset",
-        "novanet-agent",
+        "novanet",
         "-n",
         NAMESPACE,
         "-o",
