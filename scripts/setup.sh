@@ -30,7 +30,7 @@ if [ "${1:-}" = "--k8s" ]; then
   # pushes the OCI archives, containerd + runc run them; gcc/libc6-dev build the static pause, and the
   # agnhost image copies curl, OpenBSD netcat (`nc -u`), dig, bash and iproute2 with their libraries.
   k8s_pkgs=()
-  for p in skopeo containerd runc busybox-static gcc libc6-dev curl netcat-openbsd bind9-dnsutils bash \
+  for p in containernetworking-plugins skopeo containerd runc busybox-static gcc libc6-dev curl netcat-openbsd bind9-dnsutils bash \
            iproute2 jq; do
     have_pkg "$p" || k8s_pkgs+=("$p")
   done
@@ -43,5 +43,5 @@ if [ "${1:-}" = "--k8s" ]; then
   # What the tests start: a control plane, kubectl, helm, the registry, and what goes into the agnhost
   # image. tools/build.sh with no names builds them all.
   "$here/tools/build.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm \
-    registry agnhost coredns
+    registry agnhost coredns kubelet kube-proxy e2e.test
 fi

@@ -120,8 +120,11 @@ recipe_busybox() {
 recipe_agnhost() {
   # Mirrors test/images/agnhost/Dockerfile (alpine + bind-tools curl netcat-openbsd iproute2 bash).
   add_base
-  add_busybox nc ip ss curl bash dig
+  # /bin/sh is bash, not busybox: Debian's busybox-static prefers its own applets inside its shell, so
+  # `sh -c '... | nc -u ...'` (as e2e runs it) would get busybox's nc, which has no -u.
+  add_busybox nc ip ss curl bash dig sh
   add_program /bin/bash bash
+  add_link /bin/sh bash
   add_program /usr/bin/curl curl
   add_program /usr/bin/nc nc.openbsd
   add_program /usr/bin/dig dig

@@ -21,6 +21,11 @@ pub struct InstallCni {
     pub log_file: Option<PathBuf>,
 }
 
+/// The `cniVersion` of the installed conflist. 1.0.0, not 1.1.0: containerd 1.6 (libcni 1.1) rejects a
+/// 1.1.0 result ("unsupported CNI result version"); the plugin still answers STATUS and GC to runtimes
+/// that ask with 1.1.0.
+pub const CONFLIST_CNI_VERSION: &str = "1.0.0";
+
 /// The conflist NovaNet installs.
 pub fn conflist(socket: &Path, mtu: u32, log_file: Option<&Path>) -> serde_json::Value {
     let mut plugin = serde_json::json!({
@@ -32,7 +37,7 @@ pub fn conflist(socket: &Path, mtu: u32, log_file: Option<&Path>) -> serde_json:
         obj.insert("logFile".into(), serde_json::json!(log));
     }
     serde_json::json!({
-        "cniVersion": "1.1.0",
+        "cniVersion": CONFLIST_CNI_VERSION,
         "name": "novanet",
         "plugins": [plugin],
     })
@@ -87,6 +92,7 @@ mod tests {
         let conf: serde_json::Value =
             serde_json::from_slice(&fs::read(dir.path().join("net.d/10-novanet.conflist")).unwrap()).unwrap();
         assert_eq!(conf["plugins"][0]["type"], "novanet-cni");
+        assert_eq!(conf["cniVersion"], "1.0.0", "containerd 1.6 understands at most 1.0.0 results");
         assert_eq!(conf["plugins"][0]["mtu"], 1450);
         assert_eq!(conf["plugins"][0]["agentSocket"], "/run/novanet/novanet.sock");
     }

@@ -60,9 +60,20 @@ pub fn build_script() -> PathBuf {
 /// only the first time: the agent image may need a release build of the workspace, and agnhost the
 /// Go-built agnhost and coredns (`tools/build.sh`).
 pub fn build(names: &[&str]) -> Result<Vec<ImageArchive>, ImageError> {
+    run_build(&[], names)
+}
+
+/// Like [`build`], but rebuilds NovaNet's release binaries first (`--cargo`), so the agent image holds
+/// this tree's code rather than whatever release build was lying around.
+pub fn build_fresh(names: &[&str]) -> Result<Vec<ImageArchive>, ImageError> {
+    run_build(&["--cargo"], names)
+}
+
+fn run_build(flags: &[&str], names: &[&str]) -> Result<Vec<ImageArchive>, ImageError> {
     let script = build_script();
     let out = Command::new("bash")
         .arg(&script)
+        .args(flags)
         .args(names)
         .output()
         .map_err(|source| ImageError::Spawn {

@@ -3,11 +3,13 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
 use crate::binaries::{Binaries, MissingBinary};
 use crate::controlplane::{ControlPlane, ControlPlaneConfig};
+use crate::kubenode::{self, KubeNode, KubeNodeOptions};
 use crate::netns::{NetNs, NetnsError};
 use crate::node::{self, NodeError};
 use crate::pod::{self, PodError};
@@ -40,6 +42,14 @@ pub enum LabError {
     Kubectl(String),
     #[error("lab down left things behind: {0:?}")]
     Leftovers(Vec<String>),
+    #[error(transparent)]
+    KubeNode(#[from] crate::kubenode::KubeNodeError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Images(#[from] crate::images::ImageError),
+    #[error("{0}")]
+    RealNodes(&'static str),
 }
 
 /// The underlay network inside the lab's namespaces (never the host's).
@@ -51,6 +61,13 @@ pub struct Lab {
     bins: Binaries,
     down_on_drop: bool,
     control_plane: Option<ControlPlane>,
+    /// Real Kubernetes nodes (containerd + kubelet + kube-proxy), when the lab runs them.
+    kube_nodes: Vec<KubeNode>,
+    /// Binaries of the control plane and the real nodes.
+    k8s_bin_dir: Option<PathBuf>,
+    /// The lab's image registry (real nodes pull every image through it).
+    registry: Option<crate::registry::Registry>,
+    real_nodes: bool,
 }
 
 /// How a lab is built.
@@ -60,7 +77,15 @@ pub struct LabOptions {
     /// agents then take pod CIDRs from their Node objects and watch the API, and pods are created in
     /// the API before the CNI wires them.
     pub kubernetes: Option<PathBuf>,
+    /// With `kubernetes`: each node is a real Kubernetes node (its own mount namespace, containerd, kubelet,
+    /// kube-proxy; see [`crate::kubenode`]). The kubelets register the Nodes, the lab creates no Node object
+    /// and starts no NovaNet agent (NovaNet arrives through its Helm chart), and nodes stay NotReady until a
+    /// CNI is installed. Pod CIDRs are the controller-manager's; the lab routes them over the underlay.
+    pub real_nodes: bool,
 }
+
+/// The lab registry's port (on [`CONTROL_PLANE_IP`]).
+pub const REGISTRY_PORT: u16 = 5000;
 
 /// The control plane's address on the lab underlay.
 pub const CONTROL_PLANE_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
@@ -72,6 +97,9 @@ impl Lab {
     }
 
     pub fn up_with(name: &str, spec: &LabSpec, options: &LabOptions) -> Result<Lab, LabError> {
+        if options.real_nodes && options.kubernetes.is_none() {
+            return Err(LabError::RealNodes("real nodes need a control plane (LabOptions::kubernetes)"));
+        }
         let bins = Binaries::discover()?;
         let dir = lab_dir(name);
         if LabState::file(&dir).exists() {
@@ -79,7 +107,16 @@ impl Lab {
         }
         let prefix = crate::netns::unique_prefix();
         let state = LabState { name: name.to_string(), dir, prefix, ..Default::default() };
-        let mut lab = Lab { state, bins, down_on_drop: true, control_plane: None };
+        let mut lab = Lab {
+            state,
+            bins,
+            down_on_drop: true,
+            control_plane: None,
+            kube_nodes: Vec::new(),
+            k8s_bin_dir: options.kubernetes.clone(),
+            registry: None,
+            real_nodes: options.real_nodes,
+        };
         lab.state.save()?;
         lab.build(spec, options)?;
         lab.down_on_drop = false;
@@ -98,7 +135,22 @@ impl Lab {
     }
 
     pub fn load(name: &str) -> Result<Lab, LabError> {
-        Ok(Lab { state: LabState::load(name)?, bins: Binaries::discover()?, down_on_drop: false, control_plane: None })
+        let state = LabState::load(name)?;
+        let mut kube_nodes = Vec::new();
+        for node in &state.nodes {
+            kube_nodes.extend(KubeNode::load(&node.dir)?);
+        }
+        let real_nodes = !kube_nodes.is_empty();
+        Ok(Lab {
+            state,
+            bins: Binaries::discover()?,
+            down_on_drop: false,
+            control_plane: None,
+            kube_nodes,
+            k8s_bin_dir: None,
+            registry: None,
+            real_nodes,
+        })
     }
 
     fn build(&mut self, spec: &LabSpec, options: &LabOptions) -> Result<(), LabError> {
@@ -113,6 +165,9 @@ impl Lab {
         self.state.save()?;
         if let Some(bin_dir) = &options.kubernetes {
             self.start_control_plane(bin_dir, &ul_name, underlay.prefix_len())?;
+            if options.real_nodes {
+                self.start_registry(bin_dir, &ul_name)?;
+            }
         }
         for node_spec in &spec.nodes {
             self.add_node(node_spec)?;
@@ -140,6 +195,9 @@ impl Lab {
         node::create_netns(&node, &ul_name, underlay.prefix_len())?;
         self.state.nodes.push(node.clone());
         self.state.save()?;
+        if self.real_nodes {
+            return self.add_real_node(node);
+        }
         let kubeconfig = self.control_plane.as_ref().map(|cp| cp.admin_kubeconfig().to_path_buf());
         if kubeconfig.is_some() {
             self.kubectl_apply(&serde_json::json!({
@@ -189,6 +247,9 @@ impl Lab {
 
     /// Creates a pod: its namespace, CNI ADD on its node, and its command if it has one.
     pub fn add_pod(&mut self, spec: &PodSpec) -> Result<&PodState, LabError> {
+        if self.real_nodes {
+            return Err(LabError::RealNodes("lab pods need light nodes; on real nodes create Pods with kubectl"));
+        }
         if self.state.pod(&spec.key()).is_some() {
             return Err(LabError::PodExists(spec.key()));
         }
@@ -277,6 +338,12 @@ impl Lab {
         let mut problems = Vec::new();
         // The control plane goes first, so agents see an outage, never a mass deletion of pods.
         self.control_plane = None;
+        self.registry = None;
+        if let (Some(pid), Some(dir)) = (self.state.registry_pid.take(), self.state.registry_dir.take()) {
+            if let Err(e) = crate::registry::stop_recorded(pid, &dir) {
+                problems.push(format!("stopping the registry: {e}"));
+            }
+        }
         for pid in std::mem::take(&mut self.state.control_plane_pids) {
             for name in ["kube-", "etcd"] {
                 crate::process::stop(pid, name, std::time::Duration::from_secs(5));
@@ -289,6 +356,18 @@ impl Lab {
         }
         let mut kept = Vec::new();
         while let Some(mut node) = self.state.nodes.pop() {
+            // A real node's processes, mounts and cgroups go first; if any is left, keep its record.
+            let kube = match self.kube_nodes.iter().position(|k| k.name() == node.name) {
+                Some(i) => Some(self.kube_nodes.remove(i)),
+                None => KubeNode::load(&node.dir).unwrap_or(None),
+            };
+            if let Some(mut kube) = kube
+                && let Err(e) = kube.stop()
+            {
+                problems.push(e.to_string());
+                kept.push(node);
+                continue;
+            }
             let p = node::remove(&mut node);
             if node.bpffs.is_some() {
                 kept.push(node);
@@ -364,6 +443,92 @@ impl Lab {
         }))?;
         let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| LabError::Kubectl(e.to_string()))?;
         v["metadata"]["uid"].as_str().map(str::to_string).ok_or_else(|| LabError::Kubectl("created pod has no uid".into()))
+    }
+}
+
+/// Real Kubernetes nodes ([`LabOptions::real_nodes`]).
+impl Lab {
+    /// Starts a real node in the (already made) namespace of `node`, waits for the kubelet's registration
+    /// and the controller-manager's pod CIDR, and routes pod CIDRs between the nodes and from the control
+    /// plane's namespace over the underlay.
+    fn add_real_node(&mut self, mut node: NodeState) -> Result<(), LabError> {
+        let cp = self.control_plane.as_ref().ok_or(LabError::RealNodes("real nodes need the lab's control plane"))?;
+        let bin_dir = self.k8s_bin_dir.clone().ok_or(LabError::RealNodes("no Kubernetes bin dir"))?;
+        let opts = KubeNodeOptions { die_with_parent: self.down_on_drop, ..Default::default() };
+        let kube = KubeNode::start(&node, cp, &bin_dir, &opts)?;
+        // Like any node image (kind's included), the node ships the reference `loopback` plugin, which
+        // containerd's CRI runs for every sandbox's `lo`; NovaNet's chart installs only its own plugin.
+        let cni_bin = kube.host_path("/opt/cni/bin").ok_or(LabError::RealNodes("the node has no /opt/cni/bin"))?;
+        std::fs::copy("/usr/lib/cni/loopback", cni_bin.join("loopback"))
+            .map_err(|e| LabError::Kubectl(format!("installing the loopback CNI plugin from /usr/lib/cni: {e}")))?;
+        if let Some(registry) = &self.registry {
+            let certs_d = kube
+                .host_path("/etc/containerd/certs.d")
+                .ok_or(LabError::RealNodes("the node has no /etc/containerd/certs.d"))?;
+            crate::registry::write_mirror_config(&certs_d, &registry.url(), &crate::registry::MIRRORED_UPSTREAMS)?;
+        }
+        self.kube_nodes.push(kube);
+        let kubeconfig = cp.local_kubeconfig().to_path_buf();
+        node.pod_cidr =
+            kubenode::wait_node_pod_cidr(&bin_dir.join("kubectl"), &kubeconfig, &node.name, Duration::from_secs(90))?;
+        self.replace_node(&node)?;
+        for peer in self.state.nodes.clone() {
+            if peer.name != node.name {
+                node::add_peer_route(&node, &peer)?;
+                node::add_peer_route(&peer, &node)?;
+            }
+        }
+        // Replies from the apiserver to pods (Service 10.96.0.1 -> 172.30.0.2) go back over the underlay.
+        if let Some(ul) = &self.state.underlay_netns {
+            NetNs::existing(ul).ip(&[
+                "route",
+                "replace",
+                &node.pod_cidr.to_string(),
+                "via",
+                &node.underlay_ip.to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Starts the lab's registry next to the control plane and pushes the lab's images (pause, busybox,
+    /// agnhost, and NovaNet's agent from a release build of this tree) into it.
+    fn start_registry(&mut self, bin_dir: &std::path::Path, ul_name: &str) -> Result<(), LabError> {
+        let work_dir = self.state.dir.join("registry");
+        let registry = crate::registry::Registry::start(bin_dir, &work_dir, ul_name, CONTROL_PLANE_IP, REGISTRY_PORT)?;
+        self.state.registry_pid = registry.pids().first().copied();
+        self.state.registry_dir = Some(work_dir);
+        self.state.save()?;
+        let started = std::time::Instant::now();
+        let archives = crate::images::build_fresh(&[])?;
+        for archive in &archives {
+            for reference in &archive.references {
+                registry.push(&archive.path, reference)?;
+            }
+        }
+        tracing::info!(images = archives.len(), elapsed = ?started.elapsed(), "lab images pushed");
+        self.registry = Some(registry);
+        Ok(())
+    }
+
+    /// The real node `name` (labs made with [`LabOptions::real_nodes`]).
+    pub fn kube_node(&self, name: &str) -> Option<&KubeNode> {
+        self.kube_nodes.iter().find(|k| k.name() == name)
+    }
+
+    pub fn kube_nodes(&self) -> &[KubeNode] {
+        &self.kube_nodes
+    }
+
+    /// The control plane's admin kubeconfig with the in-lab server address (`https://172.30.0.2:6443`), for
+    /// tools run inside lab namespaces (e.g. `e2e.test` in the underlay namespace).
+    pub fn control_plane_admin_kubeconfig(&self) -> Option<PathBuf> {
+        self.control_plane.as_ref().map(|cp| cp.admin_kubeconfig().to_path_buf())
+    }
+
+    /// The directory of the Kubernetes binaries (labs with a control plane started by this process).
+    pub fn k8s_bin_dir(&self) -> Option<&std::path::Path> {
+        self.k8s_bin_dir.as_deref()
     }
 }
 

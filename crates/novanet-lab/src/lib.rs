@@ -8,6 +8,7 @@
 
 pub mod binaries;
 pub mod controlplane;
+pub mod kubenode;
 pub mod images;
 pub mod lab;
 pub mod netns;

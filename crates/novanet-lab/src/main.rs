@@ -60,6 +60,20 @@ enum LabCmd {
     },
     /// List labs on this machine.
     List,
+    /// A real two-node Kubernetes cluster (control plane, containerd + kubelet + kube-proxy per node,
+    /// images from the lab's registry) with NovaNet installed by its Helm chart. Runs until Ctrl-C,
+    /// then removes everything.
+    Cluster {
+        #[arg(short = 'f', long, default_value = "examples/lab-cluster.yaml")]
+        file: PathBuf,
+        #[arg(long, default_value = "cluster")]
+        name: String,
+        /// Helm values for the install.
+        #[arg(long, default_value = "examples/helm-values-lab.yaml")]
+        values: PathBuf,
+        #[arg(long, default_value = "deploy/helm/novanet")]
+        chart: PathBuf,
+    },
 }
 
 fn status(lab: &Lab) {
@@ -107,6 +121,47 @@ fn probe(lab: &Lab) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// `novanet lab cluster`: up, helm install, print how to use it, wait for Ctrl-C or SIGTERM, tear down.
+fn cluster(file: &std::path::Path, name: &str, values: &std::path::Path, chart: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use nix::sys::signal::{SigSet, Signal};
+    // Block the signals before any thread starts, so every thread inherits the mask and only the
+    // sigwait below receives them: the lab is always torn down by its drop guard.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().context("blocking SIGINT/SIGTERM")?;
+    let bin_dir = novanet_lab::controlplane::locate_bin_dir()
+        .context("no Kubernetes binaries: run scripts/setup.sh --k8s")?;
+    let spec = LabSpec::load(file).with_context(|| format!("reading {}", file.display()))?;
+    let started = std::time::Instant::now();
+    let options = novanet_lab::LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
+    let lab = Lab::guard_with(name, &spec, &options).with_context(|| format!("bringing up lab cluster {name}"))?;
+    let kubeconfig = lab.state.kubeconfig.clone().context("the lab has no kubeconfig")?;
+    println!("cluster up in {:.1?}; installing NovaNet with Helm", started.elapsed());
+    let helm = std::process::Command::new(bin_dir.join("helm"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["install", "novanet"])
+        .arg(chart)
+        .args(["-n", "novanet-system", "--create-namespace", "-f"])
+        .arg(values)
+        .args(["--wait", "--timeout", "5m"])
+        .status()
+        .context("running helm")?;
+    anyhow::ensure!(helm.success(), "helm install failed");
+    println!("\nNovaNet installed; the cluster is ready after {:.1?}. In another shell:\n", started.elapsed());
+    println!("  export KUBECONFIG={} PATH={}:$PATH", kubeconfig.display(), bin_dir.display());
+    println!("  kubectl get pods -n novanet-system -o wide");
+    println!("  kubectl exec -n novanet-system ds/novanet -c agent -- novanetctl status");
+    println!("  kubectl run test-a --image=busybox -- sleep 3600; kubectl run test-b --image=busybox -- sleep 3600");
+    println!("  kubectl exec test-a -- ping -c 3 $(kubectl get pod test-b -o jsonpath='{{.status.podIP}}')");
+    println!("\nCtrl-C removes the whole cluster.");
+    let sig = signals.wait().context("waiting for a signal")?;
+    println!("{sig:?}: removing the cluster");
+    lab.down()?;
+    println!("lab cluster {name} removed");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -137,6 +192,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Lab::load(&name)?.down()?;
             println!("lab {name} removed");
         }
+        LabCmd::Cluster { file, name, values, chart } => return cluster(&file, &name, &values, &chart),
         LabCmd::List => {
             for name in LabState::list() {
                 println!("{name}");

@@ -35,6 +35,11 @@ pub struct LabState {
     /// Control-plane processes when the lab runs a genuine Kubernetes control plane.
     #[serde(default)]
     pub control_plane_pids: Vec<u32>,
+    /// The lab registry's process and work directory (real-node labs).
+    #[serde(default)]
+    pub registry_pid: Option<u32>,
+    #[serde(default)]
+    pub registry_dir: Option<PathBuf>,
     /// kubeconfig for tools in the root namespace (through the lab's forwarder).
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,

@@ -64,7 +64,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
         return;
     };
     let spec = LabSpec::parse(SPEC).unwrap();
-    let options = LabOptions { kubernetes: Some(bin_dir) };
+    let options = LabOptions { kubernetes: Some(bin_dir), ..Default::default() };
     let mut lab = Lab::guard_with(&format!("test-k8s-{}", std::process::id()), &spec, &options).unwrap();
 
     // Pod CIDRs come from the controller-manager, through the Node objects.

@@ -1,0 +1,200 @@
+//! The user's quickstart on a real Kubernetes cluster in the lab: a genuine control plane, containerd +
+//! kubelet + kube-proxy per node, images from the lab's own registry, NovaNet installed by its Helm chart,
+//! then exactly the README's commands, the lifecycle checks, and Kubernetes' own conformance subset for
+//! pod networking (`e2e.test`). Skips, loudly, only when the Kubernetes binaries are not built.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use novanet_lab::controlplane::bins_or_skip;
+use novanet_lab::{Lab, LabOptions, LabSpec};
+
+const E2E_FOCUS: &str =
+    "Networking Granular Checks: Pods should function for (intra|node)-pod communication: (http|udp)";
+
+struct Cluster {
+    lab: Lab,
+    bin_dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn cmd(&self, program: &str, args: &[&str]) -> Output {
+        let kubeconfig = self.lab.state.kubeconfig.clone().expect("lab kubeconfig");
+        let out = Command::new(self.bin_dir.join(program))
+            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "+ {program} {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.cmd(program, args);
+        assert!(out.status.success(), "{program} {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.ok("kubectl", args)
+    }
+
+    /// What a reader needs when something did not come up.
+    fn diagnostics(&self) {
+        self.cmd("kubectl", &["get", "nodes", "-o", "wide"]);
+        self.cmd("kubectl", &["get", "pods", "-A", "-o", "wide"]);
+        self.cmd("kubectl", &["describe", "pods", "-n", "novanet-system"]);
+        self.cmd("kubectl", &["logs", "-n", "novanet-system", "ds/novanet", "-c", "agent", "--tail=50"]);
+        self.cmd("kubectl", &["describe", "pods", "-n", "default"]);
+        self.cmd("kubectl", &["get", "events", "-A", "--sort-by=.lastTimestamp"]);
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+const SPEC: &str = "
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+spec: {podCIDR: 10.244.1.0/24}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+spec: {podCIDR: 10.244.2.0/24}
+";
+
+fn run_pod(c: &Cluster, name: &str, node: &str) {
+    let overrides = format!("{{\"spec\":{{\"nodeName\":\"{node}\"}}}}");
+    c.kubectl(&["run", name, "--image=busybox", "--restart=Never", "--overrides", &overrides, "--", "sleep", "3600"]);
+}
+
+fn pod_ip(c: &Cluster, name: &str) -> String {
+    c.kubectl(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"])
+}
+
+#[test]
+fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
+    let needed = [
+        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
+        "helm", "registry", "agnhost", "e2e.test",
+    ];
+    let Some(bin_dir) = bins_or_skip("quickstart_commands_lifecycle_and_conformance_on_a_real_cluster", &needed)
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let options = LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
+    let lab = Lab::guard_with(&format!("test-real-{}", std::process::id()), &LabSpec::parse(SPEC).unwrap(), &options)
+        .unwrap();
+    eprintln!("lab cluster up in {:?}", started.elapsed());
+    let c = Cluster { lab, bin_dir };
+
+    // helm install, as the README says.
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/novanet");
+    let values = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/helm-values-lab.yaml");
+    let installed = c.cmd(
+        "helm",
+        &["install", "novanet", chart, "-n", "novanet-system", "--create-namespace", "-f", values, "--wait", "--timeout", "3m"],
+    );
+    if !installed.status.success() {
+        c.diagnostics();
+        panic!("helm install failed");
+    }
+    c.kubectl(&["wait", "nodes", "--all", "--for=condition=Ready", "--timeout=180s"]);
+    eprintln!("NovaNet installed and nodes Ready after {:?}", started.elapsed());
+
+    // The quickstart, verbatim.
+    let agents = c.kubectl(&["get", "pods", "-n", "novanet-system", "-o", "wide"]);
+    assert_eq!(agents.lines().filter(|l| l.contains("Running")).count(), 2, "{agents}");
+    let status = c.kubectl(&["exec", "-n", "novanet-system", "ds/novanet", "-c", "agent", "--", "novanetctl", "status"]);
+    assert!(status.contains("ready:      true"), "{status}");
+    run_pod(&c, "test-a", "node-a");
+    run_pod(&c, "test-b", "node-b");
+    run_pod(&c, "test-c", "node-a");
+    if !c.cmd("kubectl", &["wait", "pod", "test-a", "test-b", "test-c", "--for=condition=Ready", "--timeout=120s"]).status.success() {
+        c.diagnostics();
+        panic!("test pods did not become Ready");
+    }
+    let (b, cc) = (pod_ip(&c, "test-b"), pod_ip(&c, "test-c"));
+    c.kubectl(&["exec", "test-a", "--", "ping", "-c", "3", &b]);
+    c.kubectl(&["exec", "test-a", "--", "ping", "-c", "3", &cc]);
+
+    // Deleting the agent pod while two pods ping each other loses no ping.
+    let kubeconfig = c.lab.state.kubeconfig.clone().unwrap();
+    let pinger = Command::new(c.bin_dir.join("kubectl"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["exec", "test-a", "--", "ping", "-c", "150", "-i", "0.1", &cc])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.kubectl(&["delete", "pod", "-n", "novanet-system", "--field-selector", "spec.nodeName=node-a", "--wait=true"]);
+    wait_for("the agent on node-a to come back", Duration::from_secs(120), || {
+        c.cmd("kubectl", &["rollout", "status", "-n", "novanet-system", "ds/novanet", "--timeout=5s"]).status.success()
+    });
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(text.contains(" 0% packet loss"), "pings lost while the agent pod was replaced");
+
+    // Deleting a pod leaves no endpoint, map entry, address or veth behind (kubelet's CNI DEL).
+    let agent_a = c.kubectl(&[
+        "get", "pods", "-n", "novanet-system", "--field-selector", "spec.nodeName=node-a", "-o", "jsonpath={.items[0].metadata.name}",
+    ]);
+    let endpoints = |c: &Cluster| -> usize {
+        c.kubectl(&["exec", "-n", "novanet-system", &agent_a, "-c", "agent", "--", "novanetctl", "-o", "json", "endpoints"])
+            .matches("\"ip\"")
+            .count()
+    };
+    let node_a_veths = |c: &Cluster| -> usize {
+        let netns = c.lab.node("node-a").unwrap().netns.clone();
+        let out = Command::new("nsenter").arg(format!("--net=/run/netns/{netns}")).args(["ip", "-o", "link"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(": nn")).count()
+    };
+    let (eps_before, veths_before) = (endpoints(&c), node_a_veths(&c));
+    assert_eq!(eps_before, 2, "test-a and test-c on node-a");
+    assert_eq!(veths_before, 2);
+    c.kubectl(&["delete", "pod", "test-c", "--wait=true"]);
+    wait_for("test-c's endpoint to go", Duration::from_secs(60), || endpoints(&c) == 1 && node_a_veths(&c) == 1);
+
+    // Kubernetes' own pod-networking conformance checks.
+    let e2e_started = Instant::now();
+    eprintln!("e2e focus: {E2E_FOCUS}");
+    let ul = c.lab.state.underlay_netns.clone().unwrap();
+    let admin = c.lab.control_plane_admin_kubeconfig().unwrap();
+    let e2e = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ul}"))
+        .arg("--")
+        .arg(c.bin_dir.join("e2e.test"))
+        .arg(format!("--kubeconfig={}", admin.display()))
+        .args(["--provider=skeleton", "--ginkgo.no-color", "--ginkgo.timeout=30m"])
+        .arg(format!("--ginkgo.focus={E2E_FOCUS}"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&e2e.stdout);
+    for line in log.lines().filter(|l| l.contains("Ran ") || l.contains("Passed") || l.contains("FAIL") || l.contains("SUCCESS")) {
+        eprintln!("e2e: {line}");
+    }
+    eprintln!("e2e took {:?}", e2e_started.elapsed());
+    assert!(e2e.status.success(), "e2e failed:\n{log}\n{}", String::from_utf8_lossy(&e2e.stderr));
+
+    c.ok("helm", &["uninstall", "novanet", "-n", "novanet-system", "--wait"]);
+    eprintln!("whole run {:?}", started.elapsed());
+}
