@@ -355,23 +355,9 @@ impl Lab {
             let _ = self.state.save();
         }
         let mut kept = Vec::new();
-        while let Some(mut node) = self.state.nodes.pop() {
-            // A real node's processes, mounts and cgroups go first; if any is left, keep its record.
-            let kube = match self.kube_nodes.iter().position(|k| k.name() == node.name) {
-                Some(i) => Some(self.kube_nodes.remove(i)),
-                None => KubeNode::load(&node.dir).unwrap_or(None),
-            };
-            if let Some(mut kube) = kube
-                && let Err(e) = kube.stop()
-            {
-                problems.push(e.to_string());
-                kept.push(node);
-                continue;
-            }
-            let p = node::remove(&mut node);
-            if node.bpffs.is_some() {
-                kept.push(node);
-            }
+        while let Some(node) = self.state.nodes.pop() {
+            let (left, p) = self.dismantle_node(node);
+            kept.extend(left);
             problems.extend(p);
         }
         self.state.nodes = kept;
@@ -529,6 +515,42 @@ impl Lab {
     /// The directory of the Kubernetes binaries (labs with a control plane started by this process).
     pub fn k8s_bin_dir(&self) -> Option<&std::path::Path> {
         self.k8s_bin_dir.as_deref()
+    }
+}
+
+impl Lab {
+    /// Removes everything of one node: a real node's processes, mounts and cgroups first, then its
+    /// namespace, bpffs and directory. Returns the node when something could not be removed (so its record
+    /// is kept for a later `down`), and the problems met.
+    fn dismantle_node(&mut self, mut node: NodeState) -> (Option<NodeState>, Vec<String>) {
+        let kube = match self.kube_nodes.iter().position(|k| k.name() == node.name) {
+            Some(i) => Some(self.kube_nodes.remove(i)),
+            None => KubeNode::load(&node.dir).unwrap_or(None),
+        };
+        if let Some(mut kube) = kube
+            && let Err(e) = kube.stop()
+        {
+            return (Some(node), vec![e.to_string()]);
+        }
+        let problems = node::remove(&mut node);
+        let left = node.bpffs.is_some().then_some(node);
+        (left, problems)
+    }
+
+    /// Removes one node (as if its machine went away); its Node object stays in the API, so adding a node
+    /// of the same name again makes it rejoin.
+    pub fn remove_node(&mut self, name: &str) -> Result<(), LabError> {
+        let idx = self
+            .state
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| LabError::NoSuchNode(name.to_string()))?;
+        let node = self.state.nodes.remove(idx);
+        let (left, problems) = self.dismantle_node(node);
+        self.state.nodes.extend(left);
+        self.state.save()?;
+        if problems.is_empty() { Ok(()) } else { Err(LabError::Leftovers(problems)) }
     }
 }
 

@@ -104,7 +104,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     let lab = Lab::guard_with(&format!("test-real-{}", std::process::id()), &LabSpec::parse(SPEC).unwrap(), &options)
         .unwrap();
     eprintln!("lab cluster up in {:?}", started.elapsed());
-    let c = Cluster { lab, bin_dir };
+    let mut c = Cluster { lab, bin_dir };
 
     // helm install, as the README says.
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/novanet");
@@ -194,6 +194,23 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     }
     eprintln!("e2e took {:?}", e2e_started.elapsed());
     assert!(e2e.status.success(), "e2e failed:\n{log}\n{}", String::from_utf8_lossy(&e2e.stderr));
+
+    // A node removed (its namespaces, containerd, kubelet, agent state all gone) and added back rejoins:
+    // it re-registers, gets the agent again from the DaemonSet, and its new pods reach the others.
+    let node_b = novanet_lab::NodeSpec { name: "node-b".into(), pod_cidr: c.lab.node("node-b").unwrap().pod_cidr };
+    c.lab.remove_node("node-b").unwrap();
+    c.lab.add_node(&node_b).unwrap();
+    c.kubectl(&["wait", "node", "node-b", "--for=condition=Ready", "--timeout=120s"]);
+    wait_for("the agent on the rejoined node", Duration::from_secs(120), || {
+        c.cmd("kubectl", &["rollout", "status", "-n", "novanet-system", "ds/novanet", "--timeout=5s"]).status.success()
+            && c.cmd("kubectl", &["exec", "-n", "novanet-system", "ds/novanet", "-c", "agent", "--", "true"]).status.success()
+    });
+    run_pod(&c, "test-d", "node-b");
+    if !c.cmd("kubectl", &["wait", "pod", "test-d", "--for=condition=Ready", "--timeout=120s"]).status.success() {
+        c.diagnostics();
+        panic!("a pod on the rejoined node did not become Ready");
+    }
+    c.kubectl(&["exec", "test-a", "--", "ping", "-c", "3", &pod_ip(&c, "test-d")]);
 
     c.ok("helm", &["uninstall", "novanet", "-n", "novanet-system", "--wait"]);
     eprintln!("whole run {:?}", started.elapsed());
