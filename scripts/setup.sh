@@ -6,18 +6,19 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/env.sh"
 
-need_pkgs=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev \
-         protobuf-compiler iproute2 iputils-ping iperf3 sockperf bpftool util-linux procps jq; do
-  have_pkg "$p" || need_pkgs+=("$p")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  echo "setup: installing ${need_pkgs[*]}" >&2
+# Installs the Debian packages among "$@" that are not installed yet.
+install_missing() {
+  local missing=() p
+  for p in "$@"; do have_pkg "$p" || missing+=("$p"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+install_missing rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev \
+  protobuf-compiler iproute2 iputils-ping iperf3 sockperf bpftool util-linux procps jq
 
 if ! "$NOVANET_TOOLS/bin/bpf-linker" --version 2>/dev/null | grep -q '^bpf-linker 0.13'; then
   echo "setup: building bpf-linker 0.13 against LLVM 22" >&2
@@ -29,17 +30,9 @@ if [ "${1:-}" = "--k8s" ]; then
   # The lab's images and registry (tools/images/build.sh, crates/novanet-lab/src/registry.rs): skopeo
   # pushes the OCI archives, containerd + runc run them; gcc/libc6-dev build the static pause, and the
   # agnhost image copies curl, OpenBSD netcat (`nc -u`), dig, bash and iproute2 with their libraries.
-  k8s_pkgs=()
-  for p in containernetworking-plugins skopeo containerd runc busybox-static gcc libc6-dev curl netcat-openbsd bind9-dnsutils bash \
-           iproute2 jq; do
-    have_pkg "$p" || k8s_pkgs+=("$p")
-  done
-  if [ ${#k8s_pkgs[@]} -gt 0 ]; then
-    echo "setup: installing ${k8s_pkgs[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${k8s_pkgs[@]}" >/dev/null
-  fi
+  # containernetworking-plugins: the reference `loopback` plugin lab nodes ship, as node images do.
+  install_missing containernetworking-plugins skopeo containerd runc busybox-static gcc libc6-dev curl \
+    netcat-openbsd bind9-dnsutils bash iproute2 jq
   # What the tests start: a control plane, kubectl, helm, the registry, and what goes into the agnhost
   # image. tools/build.sh with no names builds them all.
   "$here/tools/build.sh" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm \

@@ -10,10 +10,13 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+mod common;
+
+use common::{ok_stdout, run_with_stdin};
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, ControlPlaneError, Forwarder,
     bins_or_skip,
@@ -38,38 +41,10 @@ fn cp_namespace() -> NetNs {
 
 fn kubectl(bins: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bins.join("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--request-timeout=10s")
-        .args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    cmd.arg("--kubeconfig").arg(kubeconfig).arg("--request-timeout=10s").args(args);
+    run_with_stdin(&mut cmd, stdin)
 }
 
-fn ok_stdout(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn assert_gone(pids: &[u32], netns: &str, work_dir: &Path) {
     for pid in pids {

@@ -11,9 +11,12 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Instant;
 
+mod common;
+
+use common::{ok_stdout, run_with_stdin};
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
 };
@@ -31,39 +34,8 @@ fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/novanet")
 }
 
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok_stdout(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn helm(bins: &Path, args: &[&str]) -> Output {
-    run(
+    run_with_stdin(
         Command::new(bins.join("helm")).args(args).env(
             "HELM_CACHE_HOME",
             std::env::temp_dir().join("novanet-helm-cache"),
@@ -212,7 +184,7 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
             .arg(cp.local_kubeconfig())
             .arg("--request-timeout=20s")
             .args(args);
-        run(&mut cmd, stdin)
+        run_with_stdin(&mut cmd, stdin)
     };
 
     ok_stdout(
