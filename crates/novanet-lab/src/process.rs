@@ -27,7 +27,7 @@ pub fn spawn_detached(cmd: &mut Command, log: &Path) -> std::io::Result<u32> {
     Ok(cmd.spawn()?.id())
 }
 
-/// True when `pid` runs and its command line contains `needle`.
+/// True when `pid` runs and its command line contains `needle` (or is momentarily empty, see below).
 pub fn runs(pid: u32, needle: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     // A zombie (state Z after the command name) has exited.
@@ -35,9 +35,13 @@ pub fn runs(pid: u32, needle: &str) -> bool {
         reap(pid);
         return false;
     }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(needle))
-        .unwrap_or(false)
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        // An empty command line while not a zombie: the process is between fork and exec (nsenter
+        // exec'ing the daemon) or exiting. Either way it is still the process we started.
+        Ok(c) if c.is_empty() => true,
+        Ok(c) => String::from_utf8_lossy(&c).contains(needle),
+        Err(_) => false,
+    }
 }
 
 /// Collects the exit status of `pid` if it is our child (tests start agents from their own process).
