@@ -216,11 +216,16 @@ impl Lab {
         }
         self.replace_node(&node)?;
         result?;
-        for peer in self.state.nodes.clone() {
-            if peer.name != node.name {
-                node::add_peer_route(&node, &peer)?;
-                node::add_peer_route(&peer, &node)?;
-            }
+        self.route_between(&node)?;
+        Ok(())
+    }
+
+    /// Routes each other node's pod CIDR from `node`, and `node`'s pod CIDR from each other node, over the
+    /// underlay (until the overlay exists).
+    fn route_between(&self, node: &NodeState) -> Result<(), LabError> {
+        for peer in self.state.nodes.iter().filter(|p| p.name != node.name) {
+            node::add_peer_route(node, peer)?;
+            node::add_peer_route(peer, node)?;
         }
         Ok(())
     }
@@ -458,12 +463,7 @@ impl Lab {
         node.pod_cidr =
             kubenode::wait_node_pod_cidr(&bin_dir.join("kubectl"), &kubeconfig, &node.name, Duration::from_secs(90))?;
         self.replace_node(&node)?;
-        for peer in self.state.nodes.clone() {
-            if peer.name != node.name {
-                node::add_peer_route(&node, &peer)?;
-                node::add_peer_route(&peer, &node)?;
-            }
-        }
+        self.route_between(&node)?;
         // Replies from the apiserver to pods (Service 10.96.0.1 -> 172.30.0.2) go back over the underlay.
         if let Some(ul) = &self.state.underlay_netns {
             NetNs::existing(ul).ip(&[

@@ -4,23 +4,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, bins_or_skip};
 use novanet_lab::{Lab, LabOptions, LabSpec};
 
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 fn endpoints_json(lab: &Lab, node: &str) -> serde_json::Value {
     let ctl = novanet_lab::binaries::Binaries::discover().unwrap().ctl;
@@ -84,7 +74,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     // Pods on the two nodes reach each other.
     assert!(ping(lab.pod_command("a", "ping").unwrap(), lab.pod_ip("b").unwrap()));
     // The agent publishes its underlay address on its Node.
-    wait_for("the underlay annotation", Duration::from_secs(20), || {
+    wait_for("the underlay annotation", Duration::from_secs(20), Duration::from_millis(250), || {
         lab.kubectl(&["get", "node", "n1", "-o", "jsonpath={.metadata.annotations.novanet\\.io/underlay-ip}"], None)
             .map(|ip| ip == lab.node("n1").unwrap().underlay_ip.to_string())
             .unwrap_or(false)
@@ -93,7 +83,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     // Apiserver outage: the agent keeps serving pods and says its sources are degraded.
     lab.control_plane().unwrap().stop_apiserver();
     let socket = lab.socket("n1").unwrap();
-    wait_for("a degraded-source notice", Duration::from_secs(60), || {
+    wait_for("a degraded-source notice", Duration::from_secs(60), Duration::from_millis(250), || {
         novanet_lab::node::agent_status(&socket).map(|s| s.notices.iter().any(|n| n.contains("degraded"))).unwrap_or(false)
     });
     let node = lab.node("n1").unwrap().clone();
@@ -119,7 +109,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
 
     // The apiserver returns: the sources catch up and a new pod is wired with its API identity.
     lab.control_plane().unwrap().start_apiserver().unwrap();
-    wait_for("healthy sources", Duration::from_secs(90), || {
+    wait_for("healthy sources", Duration::from_secs(90), Duration::from_millis(250), || {
         novanet_lab::node::agent_status(&socket).map(|s| !s.notices.iter().any(|n| n.contains("source"))).unwrap_or(false)
     });
     lab.add_pod(&pod_spec("c", "n1")).unwrap();
@@ -129,7 +119,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     let c = lab.pod("c").unwrap().clone();
     novanet_lab::netns::NetNs::delete(&c.netns).unwrap();
     lab.kubectl(&["delete", "pod", "c", "--grace-period=0", "--force", "--wait=false"], None).unwrap();
-    wait_for("the orphan sweep", Duration::from_secs(30), || {
+    wait_for("the orphan sweep", Duration::from_secs(30), Duration::from_millis(250), || {
         novanet_lab::node::agent_status(&socket).map(|s| s.endpoints == 1).unwrap_or(false)
     });
     assert_eq!(endpoint_map_entries(&lab, "n1"), 1);

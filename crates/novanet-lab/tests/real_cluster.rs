@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::wait_for;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -57,16 +59,6 @@ impl Cluster {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 const SPEC: &str = "
 apiVersion: v1
@@ -146,7 +138,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     c.kubectl(&["delete", "pod", "-n", "novanet-system", "--field-selector", "spec.nodeName=node-a", "--wait=true"]);
-    wait_for("the agent on node-a to come back", Duration::from_secs(120), || {
+    wait_for("the agent on node-a to come back", Duration::from_secs(120), Duration::from_secs(1), || {
         c.cmd("kubectl", &["rollout", "status", "-n", "novanet-system", "ds/novanet", "--timeout=5s"]).status.success()
     });
     let out = pinger.wait_with_output().unwrap();
@@ -172,7 +164,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     assert_eq!(eps_before, 2, "test-a and test-c on node-a");
     assert_eq!(veths_before, 2);
     c.kubectl(&["delete", "pod", "test-c", "--wait=true"]);
-    wait_for("test-c's endpoint to go", Duration::from_secs(60), || endpoints(&c) == 1 && node_a_veths(&c) == 1);
+    wait_for("test-c's endpoint to go", Duration::from_secs(60), Duration::from_secs(1), || endpoints(&c) == 1 && node_a_veths(&c) == 1);
 
     // Kubernetes' own pod-networking conformance checks.
     let e2e_started = Instant::now();
@@ -201,7 +193,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     c.lab.remove_node("node-b").unwrap();
     c.lab.add_node(&node_b).unwrap();
     c.kubectl(&["wait", "node", "node-b", "--for=condition=Ready", "--timeout=120s"]);
-    wait_for("the agent on the rejoined node", Duration::from_secs(120), || {
+    wait_for("the agent on the rejoined node", Duration::from_secs(120), Duration::from_secs(1), || {
         c.cmd("kubectl", &["rollout", "status", "-n", "novanet-system", "ds/novanet", "--timeout=5s"]).status.success()
             && c.cmd("kubectl", &["exec", "-n", "novanet-system", "ds/novanet", "-c", "agent", "--", "true"]).status.success()
     });
