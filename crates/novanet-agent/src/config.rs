@@ -96,6 +96,15 @@ impl Default for CniDirs {
     }
 }
 
+/// The DaemonSet the agent belongs to (the chart fills it in). When it is deleted (`helm uninstall`),
+/// the agent removes NovaNet from its node as it exits; see `uninstall.rs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CleanupOnUninstall {
+    pub namespace: String,
+    pub daemon_set: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentConfig {
@@ -140,6 +149,9 @@ pub struct AgentConfig {
     /// Seconds between sweeps for endpoints whose pod is gone from the API.
     #[serde(default = "default_sweep_secs")]
     pub orphan_sweep_seconds: u64,
+    /// Remove NovaNet from the node when this DaemonSet is deleted. Absent: never.
+    #[serde(default)]
+    pub cleanup_on_uninstall: Option<CleanupOnUninstall>,
 }
 
 fn default_mask() -> u8 {
@@ -210,6 +222,9 @@ impl AgentConfig {
         if self.routing.enabled || self.routing_mode == RoutingMode::Native {
             out.push("native routing with FRR is not in this build".to_string());
         }
+        if self.cleanup_on_uninstall.is_some() && self.pod_cidr_source == PodCidrSource::Static {
+            out.push("cleanupOnUninstall: needs the Kubernetes API (podCIDRSource kubernetes or cluster-pool)".to_string());
+        }
         out
     }
 
@@ -237,12 +252,14 @@ mod tests {
              tunnelProtocol: geneve\nmtu: 1450\ndefaultDeny: true\nl4lb: {enabled: true}\n\
              routing: {enabled: true, protocol: bgp, asn: 64512, bfd: {enabled: true, minRxMs: 100, minTxMs: 100, multiplier: 3},\
               peers: [{address: 10.0.0.1, asn: 64513}], controlPlaneVIP: 10.0.0.100}\n\
-             cni: {binDir: /opt/cni/bin, confDir: /etc/cni/net.d}\n",
+             cni: {binDir: /opt/cni/bin, confDir: /etc/cni/net.d}\n\
+             cleanupOnUninstall: {namespace: novanet-system, daemonSet: novanet}\n",
         )
         .unwrap();
         assert_eq!(cfg.routing_mode, RoutingMode::Native);
         assert_eq!(cfg.routing.peers.len(), 1);
         assert_eq!(cfg.inactive_settings().len(), 3);
+        assert_eq!(cfg.cleanup_on_uninstall.unwrap().daemon_set, "novanet");
     }
 
     #[test]

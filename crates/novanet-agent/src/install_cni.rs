@@ -69,6 +69,20 @@ impl InstallCni {
     }
 }
 
+/// Removes what [`InstallCni::run`] put on the node (uninstall): the conflist first, so no new pod is
+/// wired through a plugin about to vanish, then the plugin. Returns the files removed; absent is fine.
+pub fn uninstall(bin_dir: &Path, conf_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for path in [conf_dir.join(CONFLIST_NAME), bin_dir.join(PLUGIN_NAME)] {
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +109,28 @@ mod tests {
         assert_eq!(conf["cniVersion"], "1.0.0", "containerd 1.6 understands at most 1.0.0 results");
         assert_eq!(conf["plugins"][0]["mtu"], 1450);
         assert_eq!(conf["plugins"][0]["agentSocket"], "/run/novanet/novanet.sock");
+    }
+
+    #[test]
+    fn uninstall_removes_only_novanet_files_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
+        let src = dir.path().join("plugin");
+        fs::write(&src, b"#!binary").unwrap();
+        let install = InstallCni {
+            plugin_source: src,
+            bin_dir: bin.clone(),
+            conf_dir: conf.clone(),
+            socket: "/run/novanet/novanet.sock".into(),
+            mtu: 1500,
+            log_file: None,
+        };
+        install.run().unwrap();
+        fs::write(bin.join("loopback"), b"other").unwrap();
+        fs::write(conf.join("99-other.conflist"), b"{}").unwrap();
+        assert_eq!(uninstall(&bin, &conf).unwrap().len(), 2);
+        assert!(!bin.join(PLUGIN_NAME).exists() && !conf.join(CONFLIST_NAME).exists());
+        assert!(bin.join("loopback").exists() && conf.join("99-other.conflist").exists());
+        assert!(uninstall(&bin, &conf).unwrap().is_empty());
     }
 }

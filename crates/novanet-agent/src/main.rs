@@ -3,7 +3,8 @@
 //! Start-up order: configuration -> the node's pod CIDR -> load (or re-adopt) the pinned datapath ->
 //! restore the endpoint table from disk -> reconcile the datapath against it -> serve the API. The
 //! pinned programs and maps keep forwarding while the agent is down or restarting; the agent never
-//! unpins on exit.
+//! unpins on exit, except when its DaemonSet was deleted (`helm uninstall`): then it removes NovaNet
+//! from the node as it exits (`uninstall.rs`).
 
 mod bpffs;
 mod config;
@@ -12,6 +13,7 @@ mod grpc;
 mod install_cni;
 mod kubernetes;
 mod state_file;
+mod uninstall;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -160,6 +162,10 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     info!(node = %node, %cidr, restored = report.restored, missing = ?report.missing_interfaces,
           stale_removed = report.stale_map_entries_removed, "datapath reconciled");
     let manager = Arc::new(Mutex::new(manager));
+    let release = match (&client, &cfg.cleanup_on_uninstall) {
+        (Some(client), Some(own)) => Some(novanet_k8s::ReleaseWatch::start(client.clone(), &own.namespace, &own.daemon_set)),
+        _ => None,
+    };
     let (objects, _source) = match client {
         Some(client) => {
             if let Some(ip) = cfg.underlay_ip {
@@ -173,13 +179,50 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     let source = if objects.is_some() { "kubernetes" } else { "static" };
     let service = AgentService::new(
-        manager,
+        manager.clone(),
         NodeInfo { node_name: node, source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() },
         objects,
     );
-    grpc::serve(service, &cfg.socket_path, shutdown_signal()).await?;
+    serve_until_signal(service, &cfg.socket_path).await?;
+    if let Some(release) = release
+        && release.confirm_removed(SHUTDOWN_READ_TIMEOUT).await
+    {
+        info!("the agent's DaemonSet was deleted: removing NovaNet from this node");
+        let manager = manager.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let host_ifnames: Vec<String> = manager.table().iter().map(|ep| ep.host_ifname.clone()).collect();
+        let removed = uninstall::remove_from_node(&cfg, &host_ifnames);
+        anyhow::ensure!(removed.errors.is_empty(), "uninstall cleanup failed: {}", removed.errors.join("; "));
+        return Ok(());
+    }
     info!("agent stopped; pinned datapath left running");
     Ok(())
+}
+
+/// How long open API connections may delay the exit after SIGTERM.
+const GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the shutdown read of the agent's DaemonSet may take.
+const SHUTDOWN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Serves the API until SIGTERM/SIGINT, then lets open calls finish for at most [`GRACEFUL_STOP`], so the
+/// uninstall cleanup always runs inside the pod's termination grace period.
+async fn serve_until_signal(service: AgentService, socket: &std::path::Path) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = grpc::serve(service, socket, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown_signal() => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(GRACEFUL_STOP, &mut server).await {
+        Ok(result) => result,
+        Err(_) => {
+            warn!("API calls still open {GRACEFUL_STOP:?} after the stop signal; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 /// Warns when the API now assigns the node another pod CIDR than the persisted one.

@@ -111,6 +111,12 @@ impl Dataplane {
     pub fn unpin_all(bpffs_root: &Path) -> Result<(), DataplaneError> {
         pins::unpin_all(bpffs_root)
     }
+
+    /// Removes NovaNet's tc filter from `host_ifname` (uninstall), so its program stops running there.
+    /// `Ok(false)` when there was none or the interface is gone.
+    pub fn detach_endpoint(host_ifname: &str) -> Result<bool, DataplaneError> {
+        tc::detach_pod_ingress(host_ifname)
+    }
 }
 
 fn pod_ingress(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {

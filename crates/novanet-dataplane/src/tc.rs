@@ -10,7 +10,7 @@
 use std::ffi::CString;
 
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
-use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
+use aya::programs::{Link, ProgramError, SchedClassifier, TcAttachType};
 use novanet_common::POD_INGRESS_PROG;
 
 use crate::{DataplaneError, netlink};
@@ -94,6 +94,29 @@ pub(crate) fn pod_ingress_attached(ifname: &str) -> Result<bool, DataplaneError>
             && f.kind == "bpf"
             && f.bpf_name.as_deref() == Some(POD_INGRESS_PROG)
     }))
+}
+
+/// Removes NovaNet's filter from tc ingress of `ifname` (uninstall). `Ok(false)` when it is not there or
+/// the interface is gone; other filters on the hook are left alone.
+pub(crate) fn detach_pod_ingress(ifname: &str) -> Result<bool, DataplaneError> {
+    match pod_ingress_attached(ifname) {
+        Ok(true) => {}
+        Ok(false) | Err(DataplaneError::InterfaceNotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let detach_err = |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+        program: POD_INGRESS_PROG,
+        ifname: ifname.to_string(),
+        operation: "detaching the filter",
+        source,
+    };
+    let link = SchedClassifierLink::attached(ifname, TcAttachType::Ingress, FILTER_PRIORITY, TcHandle::from(FILTER_HANDLE), None)
+        .map_err(|e| detach_err(Box::new(e)))?;
+    match link.detach() {
+        Ok(()) => Ok(true),
+        Err(e) if program_errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(detach_err(Box::new(e))),
+    }
 }
 
 /// Maps "no such device" to [`DataplaneError::InterfaceNotFound`] (the veth vanished mid-operation).

@@ -185,7 +185,7 @@ fn wait_output(child: &mut ChildGuard) -> String {
 }
 
 #[test]
-fn attach_is_idempotent_and_the_filter_vanishes_with_the_veth() {
+fn attach_is_idempotent_detach_removes_it_and_the_filter_vanishes_with_the_veth() {
     let bpffs = TestBpffs::new();
     let lab = Lab::new();
     lab.node.in_ns(|| {
@@ -197,6 +197,14 @@ fn attach_is_idempotent_and_the_filter_vanishes_with_the_veth() {
         assert!(dp.is_attached(&lab.a.host_if).unwrap());
         assert_eq!(filter_prog_ids(&lab.node, &lab.a.host_if).len(), 1, "re-attaching adds no second filter");
         assert!(!dp.is_attached("lo").unwrap(), "an interface without clsact has no filter");
+
+        // Uninstall: detaching removes only our filter; a second detach and a missing interface are no-ops.
+        assert!(Dataplane::detach_endpoint(&lab.a.host_if).unwrap());
+        assert!(!dp.is_attached(&lab.a.host_if).unwrap());
+        assert!(filter_prog_ids(&lab.node, &lab.a.host_if).is_empty());
+        assert!(!Dataplane::detach_endpoint(&lab.a.host_if).unwrap());
+        assert!(!Dataplane::detach_endpoint("nosuchif0").unwrap());
+        dp.attach_endpoint(&lab.a.host_if).unwrap();
 
         lab.node.ok(&["ip", "link", "del", &lab.a.host_if]);
         let err = dp.is_attached(&lab.a.host_if).unwrap_err();

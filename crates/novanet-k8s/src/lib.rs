@@ -8,6 +8,7 @@
 //! - Two sources fill it with the same typed k8s-openapi objects through the same
 //!   `watcher::Event`s: [`KubeSource`] (apiserver watches with backoff) and [`StaticSource`]
 //!   ([`parse_manifests`] of multi-document YAML). Readers cannot tell them apart.
+//! - [`ReleaseWatch`]: whether the agent's own DaemonSet is being removed (`helm uninstall`).
 //! - Node helpers ([`node_pod_cidrs`], [`wait_for_pod_cidr`], [`publish_node_address`]) and the
 //!   cluster-pool allocator ([`allocate_node_cidr`], pure core [`select_free_cidr`]).
 //!
@@ -26,6 +27,7 @@ pub mod kinds;
 pub mod manifests;
 pub mod node;
 pub mod pods;
+pub mod release;
 pub mod sources;
 pub mod stores;
 
@@ -41,6 +43,7 @@ pub use node::{
 pub use pods::{
     find_pod, find_pod_by_uid, pod_command, pod_labels, pod_node_name, pod_uid, pod_uids,
 };
+pub use release::{Observation, ReleaseState, ReleaseWatch};
 pub use sources::{KubeSource, StaticSource, client_from_kubeconfig};
 pub use stores::{ClusterObjects, KindWriter, ObjectWriters};
 

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Node, Pod, PodSpec, Service, ServiceAccount, ServicePort,
     ServiceSpec,
@@ -26,7 +27,7 @@ use kube::{Api, Client};
 use novanet_k8s::{
     CidrPool, ClusterObjects, Error, KindState, KubeSource, ObjectKind, allocate_node_cidr,
     cidr_pool, client_from_kubeconfig, find_pod, node_annotated_pod_cidr, node_underlay_ip,
-    pod_labels, pod_uid, publish_node_address, wait_for_pod_cidr,
+    pod_labels, pod_uid, publish_node_address, wait_for_pod_cidr, ReleaseState, ReleaseWatch,
 };
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
@@ -476,7 +477,50 @@ fn node_helpers_and_cluster_pool_against_real_apiserver() {
             ),
             "{err}"
         );
+
+        release_watch_sees_its_daemonset_deleted(&client).await;
     });
     drop(rt);
     drop(cp);
+}
+
+/// The uninstall trigger: a DaemonSet seen and then deleted is "removed"; one never seen never is.
+async fn release_watch_sees_its_daemonset_deleted(client: &Client) {
+    let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), "default");
+    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "novanet"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "novanet"}},
+            "template": {
+                "metadata": {"labels": {"app": "novanet"}},
+                // No node matches: the DaemonSet runs no pod.
+                "spec": {"nodeSelector": {"none": "none"}, "containers": [{"name": "a", "image": "pause"}]}
+            }
+        }
+    }))
+    .unwrap();
+    let created = daemonsets.create(&PostParams::default(), &ds).await.unwrap();
+    let uid = created.metadata.uid.unwrap();
+    let watch = ReleaseWatch::start(client.clone(), "default", "novanet");
+    let wrong_name = ReleaseWatch::start(client.clone(), "default", "not-novanet");
+    eventually("the watch to see the DaemonSet", Duration::from_secs(30), || {
+        let present = watch.state() == ReleaseState::Present { uid: uid.clone() };
+        async move { present }
+    })
+    .await;
+    assert!(!watch.confirm_removed(Duration::from_secs(3)).await, "present is not removed");
+
+    daemonsets.delete("novanet", &DeleteParams::default()).await.unwrap();
+    eventually("the watch to see the deletion", Duration::from_secs(30), || {
+        let removed = watch.state().is_removed();
+        async move { removed }
+    })
+    .await;
+    assert!(watch.confirm_removed(Duration::from_secs(3)).await);
+    assert_eq!(wrong_name.state(), ReleaseState::Unknown);
+    assert!(
+        !wrong_name.confirm_removed(Duration::from_secs(3)).await,
+        "a DaemonSet never seen (wrong name, missing RBAC) must never count as removed"
+    );
+    say("release watch: present -> removed on delete; a never-seen name stays unknown");
 }

@@ -295,8 +295,13 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
         ("get", "secrets", false),
         ("delete", "nodes", false),
         ("update", "services", false),
+        // Uninstall cleanup: its own DaemonSet only, read-only.
+        ("watch", "daemonsets.apps/novanet", true),
+        ("get", "daemonsets.apps/novanet", true),
+        ("get", "daemonsets.apps/other", false),
+        ("delete", "daemonsets.apps/novanet", false),
     ] {
-        let out = kubectl(&["auth", "can-i", verb, resource, &sa], None);
+        let out = kubectl(&["auth", "can-i", verb, resource, "-n", NAMESPACE, &sa], None);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert_eq!(
             answer == "yes",

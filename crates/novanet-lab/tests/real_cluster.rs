@@ -204,6 +204,45 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     }
     c.kubectl(&["exec", "test-a", "--", "ping", "-c", "3", &pod_ip(&c, "test-d")]);
 
+    // `helm uninstall` leaves the nodes clean: each agent sees its DaemonSet deleted and, as it exits,
+    // removes the conflist, the plugin, its pins, endpoint state and socket. (Pods first, as users do.)
+    c.kubectl(&["delete", "pod", "test-a", "test-b", "test-d", "--wait=true"]);
+    for node in ["node-a", "node-b"] {
+        let installed = novanet_leftovers(&c, node);
+        assert_eq!(installed.len(), 5, "while installed, {node} has all five NovaNet files: {installed:?}");
+    }
+    let uninstalled = Instant::now();
     c.ok("helm", &["uninstall", "novanet", "-n", "novanet-system", "--wait"]);
+    for node in ["node-a", "node-b"] {
+        let mut left = Vec::new();
+        let clean = common::poll(Duration::from_secs(90), Duration::from_secs(1), || {
+            left = novanet_leftovers(&c, node);
+            left.is_empty()
+        });
+        if !clean {
+            c.diagnostics();
+            panic!("helm uninstall left NovaNet on {node}: {left:?}");
+        }
+    }
+    eprintln!("helm uninstall: both nodes clean after {:?}", uninstalled.elapsed());
     eprintln!("whole run {:?}", started.elapsed());
+}
+
+/// What NovaNet left on a node: installed files, pins, state, socket, pod veths.
+fn novanet_leftovers(c: &Cluster, node: &str) -> Vec<String> {
+    let kube_node = c.lab.kube_node(node).expect("a real node");
+    let mut left: Vec<String> = ["/etc/cni/net.d/10-novanet.conflist", "/opt/cni/bin/novanet-cni", "/var/lib/novanet/endpoints.json"]
+        .into_iter()
+        .filter(|p| kube_node.host_path(p).is_some_and(|h| h.exists()))
+        .map(String::from)
+        .collect();
+    // The bpffs and /run are the node's own mounts: look from inside it.
+    for path in ["/sys/fs/bpf/novanet", "/run/novanet/novanet.sock"] {
+        if kube_node.exec_in_node("test").args(["-e", path]).status().is_ok_and(|s| s.success()) {
+            left.push(path.to_string());
+        }
+    }
+    let links = kube_node.exec_in_node("ip").args(["-o", "link"]).output().expect("ip link in the node");
+    left.extend(String::from_utf8_lossy(&links.stdout).lines().filter(|l| l.contains(": nn")).map(String::from));
+    left
 }

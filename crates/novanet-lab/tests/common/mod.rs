@@ -143,13 +143,18 @@ pub fn ok_stdout(what: &str, out: Output) -> String {
 }
 
 /// Polls `f` every `every` until it holds; fails the test naming `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, every: Duration, f: impl FnMut() -> bool) {
+    assert!(poll(timeout, every, f), "timed out after {timeout:?} waiting for {what}");
+}
+
+/// Polls `f` every `every` until it holds (true) or `timeout` passes (false).
+pub fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
-            return;
+            return true;
         }
         std::thread::sleep(every);
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
+    false
 }

@@ -67,5 +67,8 @@ app.kubernetes.io/component: agent
     "bpffsRoot" $c.bpffsRoot
     "cni" (dict "binDir" "/host/opt/cni/bin" "confDir" "/host/etc/cni/net.d")
 -}}
+{{- if .Values.agent.cleanupOnUninstall }}
+{{- $_ := set $cfg "cleanupOnUninstall" (dict "namespace" .Release.Namespace "daemonSet" (include "novanet.fullname" .)) -}}
+{{- end }}
 {{- toYaml $cfg -}}
 {{- end -}}
