@@ -167,6 +167,7 @@ impl Lab {
             self.start_control_plane(bin_dir, &ul_name, underlay.prefix_len())?;
             if options.real_nodes {
                 self.start_registry(bin_dir, &ul_name)?;
+                self.install_cluster_dns()?;
             }
         }
         for node_spec in &spec.nodes {
@@ -494,6 +495,14 @@ impl Lab {
         }
         tracing::info!(images = archives.len(), elapsed = ?started.elapsed(), "lab images pushed");
         self.registry = Some(registry);
+        Ok(())
+    }
+
+    /// CoreDNS as `kube-system/kube-dns` (see [`crate::cluster_dns`]); its pod starts once a CNI is installed.
+    fn install_cluster_dns(&self) -> Result<(), LabError> {
+        let cp = self.control_plane.as_ref().ok_or(LabError::RealNodes("cluster DNS needs the lab's control plane"))?;
+        let ip = crate::cluster_dns::service_ip(cp.config().service_cidr);
+        self.kubectl(&["apply", "-f", "-"], Some(&crate::cluster_dns::manifest(ip, crate::cluster_dns::CLUSTER_DOMAIN)))?;
         Ok(())
     }
 

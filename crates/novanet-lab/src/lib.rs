@@ -7,6 +7,7 @@
 //! Nothing is created in the root network namespace: interfaces are made inside lab namespaces.
 
 pub mod binaries;
+pub mod cluster_dns;
 pub mod controlplane;
 pub mod kubenode;
 pub mod images;

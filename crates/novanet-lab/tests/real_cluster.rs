@@ -95,7 +95,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     let options = LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
     let lab = Lab::guard_with(&format!("test-real-{}", std::process::id()), &LabSpec::parse(SPEC).unwrap(), &options)
         .unwrap();
-    eprintln!("lab cluster up in {:?}", started.elapsed());
+    common::say(&format!("lab cluster up in {:?}", started.elapsed()));
     let mut c = Cluster { lab, bin_dir };
 
     // helm install, as the README says.
@@ -110,7 +110,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
         panic!("helm install failed");
     }
     c.kubectl(&["wait", "nodes", "--all", "--for=condition=Ready", "--timeout=180s"]);
-    eprintln!("NovaNet installed and nodes Ready after {:?}", started.elapsed());
+    common::say(&format!("NovaNet installed and nodes Ready after {:?}", started.elapsed()));
 
     // The quickstart, verbatim.
     let agents = c.kubectl(&["get", "pods", "-n", "novanet-system", "-o", "wide"]);
@@ -128,6 +128,13 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     c.kubectl(&["exec", "test-a", "--", "ping", "-c", "3", &b]);
     c.kubectl(&["exec", "test-a", "--", "ping", "-c", "3", &cc]);
 
+    // Cluster DNS: the lab's CoreDNS (kube-dns, reached through kube-proxy's Service rules) answers pods.
+    c.kubectl(&["rollout", "status", "-n", "kube-system", "deploy/coredns", "--timeout=120s"]);
+    let answer = c.kubectl(&["exec", "test-a", "--", "nslookup", "kubernetes.default.svc.cluster.local"]);
+    assert!(answer.contains("10.96.0.1"), "kubernetes.default did not resolve to its ClusterIP: {answer}");
+    let answer = c.kubectl(&["exec", "test-a", "--", "nslookup", "kube-dns.kube-system.svc.cluster.local"]);
+    assert!(answer.contains("10.96.0.10"), "{answer}");
+
     // Deleting the agent pod while two pods ping each other loses no ping.
     let kubeconfig = c.lab.state.kubeconfig.clone().unwrap();
     let pinger = Command::new(c.bin_dir.join("kubectl"))
@@ -143,7 +150,8 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     });
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{text}");
+    let loss = text.lines().find(|l| l.contains("packet loss")).unwrap_or_default();
+    common::say(&format!("pings while node-a's agent pod was replaced: {loss}"));
     assert!(text.contains(" 0% packet loss"), "pings lost while the agent pod was replaced");
 
     // Deleting a pod leaves no endpoint, map entry, address or veth behind (kubelet's CNI DEL).
@@ -168,7 +176,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
 
     // Kubernetes' own pod-networking conformance checks.
     let e2e_started = Instant::now();
-    eprintln!("e2e focus: {E2E_FOCUS}");
+    common::say(&format!("e2e focus: {E2E_FOCUS}"));
     let ul = c.lab.state.underlay_netns.clone().unwrap();
     let admin = c.lab.control_plane_admin_kubeconfig().unwrap();
     let e2e = Command::new("nsenter")
@@ -182,9 +190,9 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
         .unwrap();
     let log = String::from_utf8_lossy(&e2e.stdout);
     for line in log.lines().filter(|l| l.contains("Ran ") || l.contains("Passed") || l.contains("FAIL") || l.contains("SUCCESS")) {
-        eprintln!("e2e: {line}");
+        common::say(&format!("e2e: {line}"));
     }
-    eprintln!("e2e took {:?}", e2e_started.elapsed());
+    common::say(&format!("e2e took {:?}", e2e_started.elapsed()));
     assert!(e2e.status.success(), "e2e failed:\n{log}\n{}", String::from_utf8_lossy(&e2e.stderr));
 
     // A node removed (its namespaces, containerd, kubelet, agent state all gone) and added back rejoins:
@@ -207,6 +215,8 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     // `helm uninstall` leaves the nodes clean: each agent sees its DaemonSet deleted and, as it exits,
     // removes the conflist, the plugin, its pins, endpoint state and socket. (Pods first, as users do.)
     c.kubectl(&["delete", "pod", "test-a", "test-b", "test-d", "--wait=true"]);
+    c.kubectl(&["scale", "-n", "kube-system", "deploy/coredns", "--replicas=0"]);
+    c.kubectl(&["wait", "-n", "kube-system", "pod", "-l", "k8s-app=kube-dns", "--for=delete", "--timeout=60s"]);
     for node in ["node-a", "node-b"] {
         let installed = novanet_leftovers(&c, node);
         assert_eq!(installed.len(), 5, "while installed, {node} has all five NovaNet files: {installed:?}");
@@ -224,8 +234,8 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
             panic!("helm uninstall left NovaNet on {node}: {left:?}");
         }
     }
-    eprintln!("helm uninstall: both nodes clean after {:?}", uninstalled.elapsed());
-    eprintln!("whole run {:?}", started.elapsed());
+    common::say(&format!("helm uninstall: both nodes clean after {:?}", uninstalled.elapsed()));
+    common::say(&format!("whole run {:?}", started.elapsed()));
 }
 
 /// What NovaNet left on a node: installed files, pins, state, socket, pod veths.

@@ -70,6 +70,11 @@ fn images_pushed_to_the_lab_registry_pull_by_plain_name() {
     }
     let names: Vec<&str> = archives.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, images::ALL_IMAGES);
+    assert!(
+        archives.iter().any(|a| a.references.iter().any(|r| r == novanet_lab::cluster_dns::IMAGE)),
+        "the lab's DNS manifest asks for {}, which no archive carries",
+        novanet_lab::cluster_dns::IMAGE
+    );
     check_agnhost_tag(&bins, &archives);
 
     let ns = NetNs::create(&format!("{}reg", unique_prefix())).unwrap();

@@ -102,7 +102,7 @@ impl Default for KubeNodeOptions {
             die_with_parent: true,
             kube_proxy: true,
             cluster_dns: None,
-            cluster_domain: "cluster.local".into(),
+            cluster_domain: crate::cluster_dns::CLUSTER_DOMAIN.into(),
             start_timeout: Duration::from_secs(60),
             verbosity: 1,
         }
@@ -450,9 +450,7 @@ impl KubeNode {
         let kubelet_kc = cp.issue_kubeconfig(&format!("kubelet-{name}"), &format!("system:node:{name}"), &["system:nodes"])?;
         copy("/etc/kubernetes/kubelet.conf", &kubelet_kc)?;
         let cfg = cp.config();
-        let dns = opts.cluster_dns.unwrap_or_else(|| {
-            cfg.service_cidr.hosts().nth(9).unwrap_or(Ipv4Addr::new(10, 96, 0, 10))
-        });
+        let dns = opts.cluster_dns.unwrap_or_else(|| crate::cluster_dns::service_ip(cfg.service_cidr));
         let kubelet = config::kubelet(&config::KubeletParams {
             node_ip: self.state.underlay_ip,
             cgroup_root: &self.state.cgroup_root,

@@ -158,3 +158,9 @@ pub fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> 
     }
     false
 }
+
+/// A line for the CI log: written straight to stderr, which libtest does not capture (it captures
+/// `eprintln!` of passing tests).
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
