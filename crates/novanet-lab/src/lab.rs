@@ -14,7 +14,7 @@ use crate::netns::{NetNs, NetnsError};
 use crate::node::{self, NodeError};
 use crate::pod::{self, PodError};
 use crate::spec::{LabSpec, NodeSpec, PodSpec};
-use crate::state::{LabState, NodeState, PodState, StateError, lab_dir};
+use crate::state::{LabState, NodeState, PodState, StateError, SupervisorState, lab_dir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -97,6 +97,28 @@ impl Lab {
     }
 
     pub fn up_with(name: &str, spec: &LabSpec, options: &LabOptions) -> Result<Lab, LabError> {
+        Self::create(name, spec, options, None)
+    }
+
+    /// Like [`Lab::guard_with`], for the lab's supervisor process (`novanet lab cluster --detach`): the
+    /// supervisor is in the state file from the first write on, so `lab down` finds it at any step.
+    pub fn guard_supervised(
+        name: &str,
+        spec: &LabSpec,
+        options: &LabOptions,
+        supervisor: SupervisorState,
+    ) -> Result<Lab, LabError> {
+        let mut lab = Self::create(name, spec, options, Some(supervisor))?;
+        lab.down_on_drop = true;
+        Ok(lab)
+    }
+
+    fn create(
+        name: &str,
+        spec: &LabSpec,
+        options: &LabOptions,
+        supervisor: Option<SupervisorState>,
+    ) -> Result<Lab, LabError> {
         if options.real_nodes && options.kubernetes.is_none() {
             return Err(LabError::RealNodes("real nodes need a control plane (LabOptions::kubernetes)"));
         }
@@ -106,7 +128,7 @@ impl Lab {
             return Err(LabError::Exists(name.to_string()));
         }
         let prefix = crate::netns::unique_prefix();
-        let state = LabState { name: name.to_string(), dir, prefix, ..Default::default() };
+        let state = LabState { name: name.to_string(), dir, prefix, supervisor, ..Default::default() };
         let mut lab = Lab {
             state,
             bins,

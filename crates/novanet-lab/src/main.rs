@@ -3,7 +3,9 @@
 //! `novanet lab up -f examples/quickstart.yaml` builds a cluster of network namespaces with a real agent
 //! per node and pods wired by the real CNI plugin; `status`, `exec`, `probe` and `down` work on it.
 
-use std::path::PathBuf;
+mod supervisor;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -53,7 +55,7 @@ enum LabCmd {
         #[arg(long, default_value = "default")]
         name: String,
     },
-    /// Remove every namespace, process, pin and file of the lab.
+    /// Remove every namespace, process, pin and file of the lab (a detached cluster: through its supervisor).
     Down {
         #[arg(long, default_value = "default")]
         name: String,
@@ -62,7 +64,7 @@ enum LabCmd {
     List,
     /// A real two-node Kubernetes cluster (control plane, containerd + kubelet + kube-proxy per node,
     /// images from the lab's registry) with NovaNet installed by its Helm chart. Runs until Ctrl-C,
-    /// then removes everything.
+    /// then removes everything; with --detach, runs in the background until `novanet lab down`.
     Cluster {
         #[arg(short = 'f', long, default_value = "examples/lab-cluster.yaml")]
         file: PathBuf,
@@ -73,22 +75,32 @@ enum LabCmd {
         values: PathBuf,
         #[arg(long, default_value = "deploy/helm/novanet")]
         chart: PathBuf,
+        /// Return once NovaNet is installed, leaving a supervisor process that runs the cluster until
+        /// `novanet lab down --name <name>` (its log: /run/novanet-lab/<name>/supervisor.log).
+        #[arg(long)]
+        detach: bool,
+        /// Internal: be that supervisor (started by --detach).
+        #[arg(long, hide = true, conflicts_with = "detach")]
+        supervisor: bool,
     },
 }
 
 fn status(lab: &Lab) {
+    if !lab.kube_nodes().is_empty() {
+        return supervisor::cluster_status(lab);
+    }
     println!("lab {} (prefix {}, underlay {})", lab.state.name, lab.state.prefix,
         lab.state.underlay_cidr.map(|c| c.to_string()).unwrap_or_default());
-    println!("{:<12} {:<16} {:<16} {:<8} {:<10} {}", "NODE", "UNDERLAY IP", "POD CIDR", "AGENT", "ENDPOINTS", "PIN DIR");
+    println!("{:<12} {:<16} {:<16} {:<8} {:<10} PIN DIR", "NODE", "UNDERLAY IP", "POD CIDR", "AGENT", "ENDPOINTS");
     for n in &lab.state.nodes {
         let (agent, endpoints, pins) = match novanet_lab::node::agent_status(&n.socket()) {
             Ok(s) => ("ready".to_string(), s.endpoints.to_string(), s.pin_dir),
             Err(e) => (format!("down ({e})"), "-".into(), "-".into()),
         };
-        println!("{:<12} {:<16} {:<16} {:<8} {:<10} {}", n.name, n.underlay_ip, n.pod_cidr, agent, endpoints, pins);
+        println!("{:<12} {:<16} {:<16} {:<8} {:<10} {}", n.name, n.underlay_ip, n.pod_cidr.to_string(), agent, endpoints, pins);
     }
     println!();
-    println!("{:<28} {:<12} {:<16} {}", "POD", "NODE", "IP", "NETNS");
+    println!("{:<28} {:<12} {:<16} NETNS", "POD", "NODE", "IP");
     for p in &lab.state.pods {
         println!("{:<28} {:<12} {:<16} {}", p.key(), p.node, p.ip.map(|i| i.to_string()).unwrap_or("-".into()), p.netns);
     }
@@ -122,7 +134,9 @@ fn probe(lab: &Lab) -> anyhow::Result<bool> {
 }
 
 /// `novanet lab cluster`: up, helm install, print how to use it, wait for Ctrl-C or SIGTERM, tear down.
-fn cluster(file: &std::path::Path, name: &str, values: &std::path::Path, chart: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// The supervisor of `--detach` runs exactly this, recording itself in the lab state and writing the ready
+/// file its parent waits for.
+fn cluster(file: &Path, name: &str, values: &Path, chart: &Path, supervised: bool) -> anyhow::Result<ExitCode> {
     use nix::sys::signal::{SigSet, Signal};
     // Block the signals before any thread starts, so every thread inherits the mask and only the
     // sigwait below receives them: the lab is always torn down by its drop guard.
@@ -135,7 +149,13 @@ fn cluster(file: &std::path::Path, name: &str, values: &std::path::Path, chart: 
     let spec = LabSpec::load(file).with_context(|| format!("reading {}", file.display()))?;
     let started = std::time::Instant::now();
     let options = novanet_lab::LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
-    let lab = Lab::guard_with(name, &spec, &options).with_context(|| format!("bringing up lab cluster {name}"))?;
+    let lab = if supervised {
+        let me = novanet_lab::state::SupervisorState::current().context("reading /proc/self/stat")?;
+        Lab::guard_supervised(name, &spec, &options, me)
+    } else {
+        Lab::guard_with(name, &spec, &options)
+    }
+    .with_context(|| format!("bringing up lab cluster {name}"))?;
     let kubeconfig = lab.state.kubeconfig.clone().context("the lab has no kubeconfig")?;
     println!("cluster up in {:.1?}; installing NovaNet with Helm", started.elapsed());
     let helm = std::process::Command::new(bin_dir.join("helm"))
@@ -148,18 +168,30 @@ fn cluster(file: &std::path::Path, name: &str, values: &std::path::Path, chart: 
         .status()
         .context("running helm")?;
     anyhow::ensure!(helm.success(), "helm install failed");
-    println!("\nNovaNet installed; the cluster is ready after {:.1?}. In another shell:\n", started.elapsed());
-    println!("  export KUBECONFIG={} PATH={}:$PATH", kubeconfig.display(), bin_dir.display());
-    println!("  kubectl get pods -n novanet-system -o wide");
-    println!("  kubectl exec -n novanet-system ds/novanet -c agent -- novanetctl status");
-    println!("  kubectl run test-a --image=busybox -- sleep 3600; kubectl run test-b --image=busybox -- sleep 3600");
-    println!("  kubectl exec test-a -- ping -c 3 $(kubectl get pod test-b -o jsonpath='{{.status.podIP}}')");
-    println!("\nCtrl-C removes the whole cluster.");
+    if supervised {
+        // `--detach` prints the usage lines once it sees the ready file.
+        println!("\nNovaNet installed; the cluster is ready after {:.1?}.", started.elapsed());
+        supervisor::write_ready(&lab.state.dir, &kubeconfig, &bin_dir)?;
+        println!("supervisor {}: SIGTERM (novanet lab down --name {name}) removes the whole cluster", std::process::id());
+    } else {
+        println!("\nNovaNet installed; the cluster is ready after {:.1?}. In another shell:\n", started.elapsed());
+        print_usage(&kubeconfig, &bin_dir);
+        println!("\nCtrl-C removes the whole cluster.");
+    }
     let sig = signals.wait().context("waiting for a signal")?;
     println!("{sig:?}: removing the cluster");
     lab.down()?;
     println!("lab cluster {name} removed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How to use a ready lab cluster (printed by the foreground command and by `--detach`).
+fn print_usage(kubeconfig: &Path, bin_dir: &Path) {
+    println!("  export KUBECONFIG={} PATH={}:$PATH", kubeconfig.display(), bin_dir.display());
+    println!("  kubectl get pods -n novanet-system -o wide");
+    println!("  kubectl exec -n novanet-system ds/novanet -c agent -- novanetctl status");
+    println!("  kubectl run test-a --image=busybox -- sleep 3600; kubectl run test-b --image=busybox -- sleep 3600");
+    println!("  kubectl exec test-a -- ping -c 3 $(kubectl get pod test-b -o jsonpath='{{.status.podIP}}')");
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -188,11 +220,13 @@ fn main() -> anyhow::Result<ExitCode> {
             let ok = probe(&Lab::load(&name)?)?;
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
-        LabCmd::Down { name } => {
-            Lab::load(&name)?.down()?;
-            println!("lab {name} removed");
+        LabCmd::Down { name } => supervisor::down(&name)?,
+        LabCmd::Cluster { file, name, values, chart, detach: true, .. } => {
+            return supervisor::detach(&file, &name, &values, &chart);
         }
-        LabCmd::Cluster { file, name, values, chart } => return cluster(&file, &name, &values, &chart),
+        LabCmd::Cluster { file, name, values, chart, supervisor: supervised, .. } => {
+            return cluster(&file, &name, &values, &chart, supervised);
+        }
         LabCmd::List => {
             for name in LabState::list() {
                 println!("{name}");

@@ -44,6 +44,23 @@ pub fn runs(pid: u32, needle: &str) -> bool {
     }
 }
 
+/// The start time of `pid` (field 22 of `/proc/<pid>/stat`, clock ticks since boot), `None` when it does not
+/// exist or is a zombie. With the PID it names one process for good: a reused PID has another start time.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses): state is field 3.
+    let mut rest = stat.rsplit_once(") ")?.1.split_whitespace();
+    if rest.next()? == "Z" {
+        return None;
+    }
+    rest.nth(22 - 4)?.parse().ok()
+}
+
+/// True while the process `pid` that started at `start` (see [`start_time`]) runs.
+pub fn is_same_process(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start)
+}
+
 /// Collects the exit status of `pid` if it is our child (tests start agents from their own process).
 fn reap(pid: u32) {
     let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
@@ -86,4 +103,21 @@ pub fn wait_gone(pid: u32, needle: &str, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_names_one_process() {
+        let me = std::process::id();
+        let start = start_time(me);
+        assert!(start.is_some());
+        assert_eq!(start_time(me), start);
+        let start = start.unwrap_or_default();
+        assert!(is_same_process(me, start));
+        assert!(!is_same_process(me, start + 1), "another start time is another process");
+        assert_eq!(start_time(u32::MAX), None);
+    }
 }

@@ -43,6 +43,31 @@ pub struct LabState {
     /// kubeconfig for tools in the root namespace (through the lab's forwarder).
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
+    /// The process that runs the lab and removes it on SIGTERM (`novanet lab cluster --detach`).
+    #[serde(default)]
+    pub supervisor: Option<SupervisorState>,
+}
+
+/// A lab's supervisor: its PID and start time (PIDs get reused; the pair names one process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisorState {
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (see [`crate::process::start_time`]).
+    pub start_time: u64,
+}
+
+impl SupervisorState {
+    /// The calling process.
+    pub fn current() -> Option<Self> {
+        let pid = std::process::id();
+        Some(SupervisorState { pid, start_time: crate::process::start_time(pid)? })
+    }
+
+    /// True while this very process runs (not a zombie, not another process that got its PID).
+    pub fn is_running(&self) -> bool {
+        crate::process::is_same_process(self.pid, self.start_time)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,5 +183,26 @@ impl LabState {
             .collect();
         names.sort();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_files_without_a_supervisor_still_load_and_the_record_round_trips() {
+        let old = r#"{"name": "x", "dir": "/run/novanet-lab/x", "prefix": "nn1", "underlayNetns": null,
+                      "underlayCidr": null, "nodes": [], "pods": []}"#;
+        let state: LabState = serde_json::from_str(old).unwrap_or_default();
+        assert_eq!(state.name, "x");
+        assert_eq!(state.supervisor, None);
+        let me = SupervisorState::current();
+        assert!(me.is_some_and(|s| s.is_running()));
+        let with = LabState { supervisor: me, ..state };
+        let text = serde_json::to_string(&with).unwrap_or_default();
+        assert!(text.contains("\"supervisor\":{\"pid\":"), "{text}");
+        let back: LabState = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back.supervisor, me);
     }
 }
