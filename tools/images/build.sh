@@ -14,7 +14,7 @@
 #        tools/images/build.sh --list                 print "<name> <ref> [<ref>...]" per image
 #   --cargo  run `cargo build --release --workspace --bins` first (otherwise only when a binary is missing)
 #
-# Names: pause busybox agnhost coredns agent. Needs gcc + libc6-dev, busybox-static, curl, netcat-openbsd,
+# Names: pause busybox agnhost dnsutils coredns agent. Needs gcc + libc6-dev, busybox-static, curl, netcat-openbsd,
 # bind9-dnsutils, iproute2, bash, jq (scripts/setup.sh --k8s installs them) and, for agnhost, the Go-built
 # agnhost and coredns (tools/build.sh; run here when missing).
 set -euo pipefail
@@ -24,7 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 . "$root/scripts/env.sh"
 
-all_names=(pause busybox agnhost coredns agent)
+all_names=(pause busybox agnhost dnsutils coredns agent)
 agnhost_tag=2.56 # what e2e.test v1.34.4 uses (`e2e.test --list-images`); tests/registry.rs checks it
 coredns_tag=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" { print $3; exit }' "$root/tools/coredns/go.mod")
 agent_version=$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version *=/ { print $2; exit }' "$root/Cargo.toml")
@@ -33,6 +33,8 @@ declare -A refs_of=(
   # Debian's busybox is 1.35; the tags are the names e2e and common manifests ask for.
   [busybox]="docker.io/library/busybox:latest docker.io/library/busybox:1.36 docker.io/library/busybox:1.37 registry.k8s.io/e2e-test-images/busybox:1.36.1-1 registry.k8s.io/e2e-test-images/busybox:1.37.0-1"
   [agnhost]="registry.k8s.io/e2e-test-images/agnhost:$agnhost_tag"
+  # The querier of Kubernetes' DNS e2e tests (they run dig, getent, hostname -i, awk and seq in it).
+  [dnsutils]="registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7"
   # The lab cluster's DNS (crates/novanet-lab/src/cluster_dns.rs); the tag is the pinned Go module's.
   [coredns]="registry.k8s.io/coredns/coredns:$coredns_tag"
   # The chart's default repository (ghcr.io/novanet/novanet-agent:<appVersion>) too.
@@ -151,6 +153,19 @@ recipe_agnhost() {
     'group-defined-in-image:x:50000:user-defined-in-image'
   config=$(jq -cn --arg p "$path_env" '{Env: [$p], Entrypoint: ["/agnhost"], Cmd: ["pause"],
     ExposedPorts: {"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}}}')
+}
+
+recipe_dnsutils() {
+  # Mirrors test/images/jessie-dnsutils (Debian with dnsutils): a shell, dig, getent and the usual tools.
+  add_base
+  add_busybox dig getent sh bash
+  add_program /bin/bash bash
+  add_link /bin/sh bash
+  add_program /usr/bin/dig dig
+  add_program /usr/bin/getent getent
+  add_text /etc/passwd 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/home:/bin/false'
+  add_text /etc/group 'root:x:0:' 'nogroup:x:65534:'
+  config=$(jq -cn --arg p "$path_env" '{Env: [$p], Cmd: ["sh"]}')
 }
 
 recipe_coredns() {

@@ -1,5 +1,5 @@
 //! The lab's container images: OCI image archives built without Docker by `tools/images/build.sh`
-//! (pause, busybox, agnhost, coredns, the NovaNet agent), cached outside the clone. Each archive comes with the
+//! (pause, busybox, agnhost, dnsutils, coredns, the NovaNet agent), cached outside the clone. Each archive comes with the
 //! references it carries (`<name>.refs` next to it), which are what [`crate::registry::Registry::push`]
 //! takes.
 //!
@@ -40,7 +40,7 @@ pub enum ImageError {
 /// One built archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageArchive {
-    /// The builder's short name: `pause`, `busybox`, `agnhost`, `coredns` or `agent`.
+    /// The builder's short name: `pause`, `busybox`, `agnhost`, `dnsutils`, `coredns` or `agent`.
     pub name: String,
     /// `<cache>/images/<recipe>/<name>.tar`, an `oci-archive`.
     pub path: PathBuf,
@@ -49,7 +49,7 @@ pub struct ImageArchive {
 }
 
 /// Every image the builder knows.
-pub const ALL_IMAGES: [&str; 5] = ["pause", "busybox", "agnhost", "coredns", "agent"];
+pub const ALL_IMAGES: [&str; 6] = ["pause", "busybox", "agnhost", "dnsutils", "coredns", "agent"];
 
 /// `tools/images/build.sh` of this source tree.
 pub fn build_script() -> PathBuf {
