@@ -27,5 +27,8 @@ pub const GATEWAY_V4: [u8; 4] = [169, 254, 1, 1];
 /// Maximum number of local endpoints one node can hold in its eBPF maps.
 pub const MAX_ENDPOINTS: u32 = 65_536;
 
+/// Size of [`NAT_FLOWS_MAP`] (LRU: the least recently used flows are forgotten first).
+pub const MAX_NAT_FLOWS: u32 = 65_536;
+
 /// Security identity of an endpoint that has not been given one yet (the policy issue fills this in).
 pub const IDENTITY_UNKNOWN: u32 = 0;

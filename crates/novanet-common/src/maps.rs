@@ -4,6 +4,11 @@
 pub const ENDPOINTS_MAP: &str = "NOVANET_ENDPOINTS";
 /// Per-CPU datapath counters, indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "NOVANET_COUNTERS";
+/// LRU set of the (pod address, pod port, protocol) of TCP/UDP flows pods sent to non-local addresses,
+/// which the node's stack may translate (kube-proxy's Service DNAT). A packet from a local pod answering
+/// such a flow goes through the stack too, so conntrack can undo the translation: redirecting it straight
+/// to the client pod would deliver a reply from the backend's address, which the client drops.
+pub const NAT_FLOWS_MAP: &str = "NOVANET_NAT_FLOWS";
 
 /// Key of [`ENDPOINTS_MAP`].
 #[repr(C)]
@@ -25,6 +30,21 @@ impl EndpointKey {
         self.ip.to_ne_bytes()
     }
 }
+
+/// Key of [`NAT_FLOWS_MAP`]: the pod side of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Pod IPv4 address, network byte order.
+    pub ip: u32,
+    /// Pod's TCP/UDP port, network byte order (`u16::from_ne_bytes` of the packet bytes).
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// Explicit padding; keep zero.
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 8);
 
 /// Value of [`ENDPOINTS_MAP`].
 #[repr(C)]
@@ -64,18 +84,22 @@ pub enum Counter {
     DropEndpointDeleting = 3,
     /// Packets whose redirect failed (the target interface is gone).
     DropRedirectFailed = 4,
+    /// Packets for a local pod handed to the node's stack instead of redirected: answers to flows the stack
+    /// may have translated (see [`NAT_FLOWS_MAP`]), IP fragments and packets with IP options.
+    PassLocalViaStack = 5,
 }
 
 impl Counter {
     /// Number of counter slots in [`COUNTERS_MAP`].
     pub const COUNT: u32 = 8;
     /// All counters, for userspace readers.
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 6] = [
         Counter::RedirectLocal,
         Counter::PassToStack,
         Counter::PassNonIpv4,
         Counter::DropEndpointDeleting,
         Counter::DropRedirectFailed,
+        Counter::PassLocalViaStack,
     ];
 
     /// Stable metric-style name.
@@ -86,6 +110,7 @@ impl Counter {
             Counter::PassNonIpv4 => "pass_non_ipv4",
             Counter::DropEndpointDeleting => "drop_endpoint_deleting",
             Counter::DropRedirectFailed => "drop_redirect_failed",
+            Counter::PassLocalViaStack => "pass_local_via_stack",
         }
     }
 }
@@ -101,11 +126,13 @@ const _: () = assert!(core::mem::size_of::<CounterValue>() == 16);
 
 #[cfg(feature = "user")]
 mod pod_impls {
-    // SAFETY: all three are repr(C), Copy, contain only integers and byte arrays, and have explicit
+    // SAFETY: all of these are repr(C), Copy, contain only integers and byte arrays, and have explicit
     // padding fields, so every bit pattern is valid and there are no uninitialised bytes.
     unsafe impl aya::Pod for super::EndpointKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EndpointInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CounterValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
 }

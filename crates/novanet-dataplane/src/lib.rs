@@ -86,9 +86,12 @@ impl Dataplane {
         maps::upsert_endpoint(&mut self.ebpf, ip, info)
     }
 
-    /// Removes the endpoint for `ip`; `false` if there was none.
+    /// Removes the endpoint for `ip`, and the flows the datapath remembered for it; `false` if there was
+    /// no endpoint.
     pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<bool, DataplaneError> {
-        maps::remove_endpoint(&mut self.ebpf, ip)
+        let removed = maps::remove_endpoint(&mut self.ebpf, ip)?;
+        maps::forget_flows(&mut self.ebpf, ip)?;
+        Ok(removed)
     }
 
     /// All endpoints, sorted by address.
@@ -99,6 +102,12 @@ impl Dataplane {
     /// Every [`Counter`], summed over CPUs, in [`Counter::ALL`] order.
     pub fn counters(&self) -> Result<Vec<(Counter, CounterValue)>, DataplaneError> {
         maps::counters(&self.ebpf)
+    }
+
+    /// Pod sides of the flows to non-local addresses the datapath remembers (see `NAT_FLOWS_MAP`), as
+    /// (pod address, pod port, IP protocol).
+    pub fn nat_flows(&self) -> Result<Vec<(Ipv4Addr, u16, u8)>, DataplaneError> {
+        maps::nat_flows(&self.ebpf)
     }
 
     /// `<bpffs_root>/novanet`.

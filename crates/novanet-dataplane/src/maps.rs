@@ -4,7 +4,9 @@ use std::net::Ipv4Addr;
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
-use novanet_common::{COUNTERS_MAP, Counter, CounterValue, ENDPOINTS_MAP, EndpointInfo, EndpointKey, MAX_ENDPOINTS};
+use novanet_common::{
+    COUNTERS_MAP, Counter, CounterValue, ENDPOINTS_MAP, EndpointInfo, EndpointKey, FlowKey, MAX_ENDPOINTS, NAT_FLOWS_MAP,
+};
 
 use crate::DataplaneError;
 
@@ -51,6 +53,33 @@ pub(crate) fn remove_endpoint(ebpf: &mut Ebpf, ip: Ipv4Addr) -> Result<bool, Dat
     }
 }
 
+/// Removes every flow of `ip` from [`NAT_FLOWS_MAP`] (its endpoint is going away); returns how many.
+pub(crate) fn forget_flows(ebpf: &mut Ebpf, ip: Ipv4Addr) -> Result<usize, DataplaneError> {
+    let map =
+        ebpf.map_mut(NAT_FLOWS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: NAT_FLOWS_MAP })?;
+    let mut flows: HashMap<&mut MapData, FlowKey, u32> =
+        HashMap::try_from(map).map_err(map_err(NAT_FLOWS_MAP, "opening"))?;
+    let wanted = u32::from_ne_bytes(ip.octets());
+    let mut keys = Vec::new();
+    for key in flows.keys() {
+        let key = key.map_err(map_err(NAT_FLOWS_MAP, "iterating"))?;
+        if key.ip == wanted {
+            keys.push(key);
+        }
+    }
+    let mut removed = 0;
+    for key in keys {
+        match flows.remove(&key) {
+            Ok(()) => removed += 1,
+            // Evicted by the LRU meanwhile.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+            Err(e) => return Err(map_err(NAT_FLOWS_MAP, "removing")(e)),
+        }
+    }
+    Ok(removed)
+}
+
 pub(crate) fn endpoints(ebpf: &Ebpf) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DataplaneError> {
     let map = endpoints_ref(ebpf)?;
     let mut out = Vec::new();
@@ -73,6 +102,19 @@ pub(crate) fn counters(ebpf: &Ebpf) -> Result<Vec<(Counter, CounterValue)>, Data
             Ok((counter, sum(per_cpu.iter())))
         })
         .collect()
+}
+
+/// The flows of [`NAT_FLOWS_MAP`] as (pod address, pod port in host order, IP protocol), sorted.
+pub(crate) fn nat_flows(ebpf: &Ebpf) -> Result<Vec<(Ipv4Addr, u16, u8)>, DataplaneError> {
+    let map = ebpf.map(NAT_FLOWS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: NAT_FLOWS_MAP })?;
+    let flows: HashMap<&MapData, FlowKey, u32> = HashMap::try_from(map).map_err(map_err(NAT_FLOWS_MAP, "opening"))?;
+    let mut out = Vec::new();
+    for key in flows.keys() {
+        let key = key.map_err(map_err(NAT_FLOWS_MAP, "iterating"))?;
+        out.push((Ipv4Addr::from(key.ip.to_ne_bytes()), u16::from_be(key.port), key.proto));
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Sums per-CPU slots (wrapping, like the kernel-side counters themselves).

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::{MapInfo, MapType};
 use aya::programs::SchedClassifier;
 use novanet_common::{
-    COUNTERS_MAP, Counter, CounterValue, ENDPOINTS_MAP, EndpointInfo, EndpointKey, MAX_ENDPOINTS, PIN_DIR,
+    COUNTERS_MAP, Counter, CounterValue, ENDPOINTS_MAP, EndpointInfo, EndpointKey, FlowKey, MAX_ENDPOINTS, MAX_NAT_FLOWS,
+    NAT_FLOWS_MAP, PIN_DIR,
 };
 
 use crate::DataplaneError;
@@ -25,7 +26,7 @@ struct MapShape {
     max_entries: u32,
 }
 
-const PINNED_MAPS: [MapShape; 2] = [
+const PINNED_MAPS: [MapShape; 3] = [
     MapShape {
         name: ENDPOINTS_MAP,
         map_type: MapType::Hash,
@@ -39,6 +40,13 @@ const PINNED_MAPS: [MapShape; 2] = [
         key_size: size_of::<u32>() as u32,
         value_size: size_of::<CounterValue>() as u32,
         max_entries: Counter::COUNT,
+    },
+    MapShape {
+        name: NAT_FLOWS_MAP,
+        map_type: MapType::LruHash,
+        key_size: size_of::<FlowKey>() as u32,
+        value_size: size_of::<u32>() as u32,
+        max_entries: MAX_NAT_FLOWS,
     },
 ];
 

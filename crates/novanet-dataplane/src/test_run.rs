@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use novanet_common::{COUNTERS_MAP, ENDPOINTS_MAP, MAX_ENDPOINTS, PIN_DIR};
+use novanet_common::{COUNTERS_MAP, ENDPOINTS_MAP, MAX_ENDPOINTS, NAT_FLOWS_MAP, PIN_DIR};
 
 use super::*;
 
@@ -114,6 +114,80 @@ fn local_destination_is_redirected_with_rewritten_macs() {
     assert_eq!(counter(&dp, Counter::PassToStack).packets, 0);
 }
 
+/// An IPv4 frame from `src`:`sport` to `dst`:`dport` with an 8-byte L4 header of `proto` (6 TCP, 17 UDP),
+/// `frag_off` as it sits in the header (big endian value) and `options` extra bytes of IP options.
+fn l4_frame(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, frag_off: u16, options: usize) -> Vec<u8> {
+    let ihl = 5 + options / 4;
+    let total = (ihl * 4 + 8) as u16;
+    let mut f = Vec::new();
+    f.extend_from_slice(&HOST_A_MAC);
+    f.extend_from_slice(&POD_A_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x40 | ihl as u8, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1]);
+    f.extend_from_slice(&frag_off.to_be_bytes());
+    f.extend_from_slice(&[64, proto, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend(std::iter::repeat_n(1u8, options)); // NOP options
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 8, 0, 0]);
+    f
+}
+
+const SERVICE_IP: [u8; 4] = [10, 96, 0, 10];
+
+#[test]
+fn replies_to_flows_the_stack_may_translate_go_via_the_stack_and_direct_traffic_stays_fast() {
+    let root = PinRoot::new();
+    let mut dp = load(&root);
+    dp.upsert_endpoint(Ipv4Addr::from(POD_A), &endpoint(4241, POD_A_MAC, HOST_A_MAC, 0)).unwrap();
+    dp.upsert_endpoint(Ipv4Addr::from(POD_B), &endpoint(4242, POD_B_MAC, HOST_B_MAC, 0)).unwrap();
+    for proto in [17u8, 6] {
+        // Pod A to a Service address: passed to the stack (kube-proxy DNATs it, here to pod B), remembered.
+        let request = l4_frame(proto, POD_A, 40000, SERVICE_IP, 53, 0, 0);
+        let (verdict, out) = run(&dp, &request);
+        assert_eq!((verdict, out), (TC_ACT_OK, request));
+        assert!(dp.nat_flows().unwrap().contains(&(Ipv4Addr::from(POD_A), 40000, proto)), "{:?}", dp.nat_flows());
+        // Pod B's answer goes through the stack, whose conntrack turns its source back into the Service's.
+        let reply = l4_frame(proto, POD_B, 53, POD_A, 40000, 0, 0);
+        let (verdict, out) = run(&dp, &reply);
+        assert_eq!((verdict, out), (TC_ACT_OK, reply), "proto {proto}");
+        // Traffic between the two pods on another port is not a translated flow: straight to the pod.
+        let direct = l4_frame(proto, POD_B, 53, POD_A, 40001, 0, 0);
+        assert_eq!(run(&dp, &direct).0, TC_ACT_REDIRECT, "proto {proto}");
+    }
+    assert_eq!(counter(&dp, Counter::PassLocalViaStack).packets, 2);
+    assert_eq!(counter(&dp, Counter::RedirectLocal).packets, 2);
+    assert_eq!(counter(&dp, Counter::PassToStack).packets, 2);
+    assert_eq!(dp.nat_flows().unwrap().len(), 2, "a repeated packet of a known flow adds nothing");
+    run(&dp, &l4_frame(17, POD_A, 40000, SERVICE_IP, 53, 0, 0));
+    assert_eq!(dp.nat_flows().unwrap().len(), 2);
+    // Removing pod A's endpoint forgets its flows; pod B's (none) and other state are untouched.
+    assert!(dp.remove_endpoint(Ipv4Addr::from(POD_A)).unwrap());
+    assert!(dp.nat_flows().unwrap().is_empty());
+}
+
+#[test]
+fn fragments_and_ip_options_for_a_local_pod_go_via_the_stack() {
+    let root = PinRoot::new();
+    let mut dp = load(&root);
+    dp.upsert_endpoint(Ipv4Addr::from(POD_B), &endpoint(4242, POD_B_MAC, HOST_B_MAC, 0)).unwrap();
+    let more_fragments = l4_frame(17, POD_A, 1000, POD_B, 2000, 0x2000, 0);
+    let later_fragment = l4_frame(17, POD_A, 1000, POD_B, 2000, 0x0010, 0);
+    let with_options = l4_frame(6, POD_A, 1000, POD_B, 2000, 0, 4);
+    for frame in [&more_fragments, &later_fragment, &with_options] {
+        let (verdict, out) = run(&dp, frame);
+        assert_eq!((verdict, &out), (TC_ACT_OK, frame));
+    }
+    assert_eq!(counter(&dp, Counter::PassLocalViaStack).packets, 3);
+    // "Don't fragment" alone is not a fragment.
+    assert_eq!(run(&dp, &l4_frame(17, POD_A, 1000, POD_B, 2000, 0x4000, 0)).0, TC_ACT_REDIRECT);
+    assert!(dp.nat_flows().unwrap().is_empty(), "only flows to non-local addresses are remembered");
+}
+
 #[test]
 fn deleting_endpoint_drops() {
     let root = PinRoot::new();
@@ -158,7 +232,7 @@ fn second_load_adopts_pinned_maps_and_replaces_the_program_pin() {
     run(&first, &ipv4_to(POD_A));
     let pin_dir = root.path().join(PIN_DIR);
     assert_eq!(first.pin_dir(), pin_dir);
-    for pin in [ENDPOINTS_MAP, COUNTERS_MAP, POD_INGRESS_PROG] {
+    for pin in [ENDPOINTS_MAP, COUNTERS_MAP, NAT_FLOWS_MAP, POD_INGRESS_PROG] {
         assert!(pin_dir.join(pin).exists(), "{pin} is pinned");
     }
     let second = load(&root);

@@ -5,9 +5,13 @@ use aya_ebpf::{
     helpers::generated::bpf_redirect_peer,
     programs::TcContext,
 };
-use novanet_common::{Counter, EndpointInfo, EndpointKey};
+use novanet_common::{Counter, EndpointInfo, EndpointKey, FlowKey};
 
-use crate::{counters::count, maps::ENDPOINTS, packet::Ipv4Frame};
+use crate::{
+    counters::count,
+    maps::{ENDPOINTS, NAT_FLOWS},
+    packet::Ipv4Frame,
+};
 
 /// What to do with a frame a pod sent (tc ingress of its host-side veth).
 #[inline(always)]
@@ -17,6 +21,9 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         return TC_ACT_OK as i32;
     };
     let Some(info) = lookup(frame.daddr) else {
+        if let Some(ports) = frame.ports {
+            remember_flow(FlowKey { ip: frame.saddr, port: ports.sport, proto: ports.proto, _pad: 0 });
+        }
         count(ctx, Counter::PassToStack);
         return TC_ACT_OK as i32;
     };
@@ -24,8 +31,38 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         count(ctx, Counter::DropEndpointDeleting);
         return TC_ACT_SHOT as i32;
     }
+    if needs_stack(&frame) {
+        count(ctx, Counter::PassLocalViaStack);
+        return TC_ACT_OK as i32;
+    }
     frame.set_macs(info.pod_mac, info.host_mac);
     redirect_to_pod(ctx, info.host_ifindex)
+}
+
+/// Notes the pod side of a TCP/UDP flow leaving for a non-local address, which the stack may translate
+/// (a Service address DNATed by kube-proxy to a pod of this node). A lookup first: it also marks a known
+/// flow as recently used, so active flows are not evicted, and costs no update per packet.
+#[inline(always)]
+fn remember_flow(key: FlowKey) {
+    if NAT_FLOWS.get_ptr(key).is_none() {
+        // A full LRU map evicts its least recently used entry; failure leaves the flow on the fast path.
+        let _ = NAT_FLOWS.insert(key, 1, 0);
+    }
+}
+
+/// Whether a frame for a local pod must go through the node's stack rather than straight to the pod: it
+/// answers a flow the stack may have translated (conntrack must undo the DNAT, or the client would get a
+/// reply from the backend's own address), or it is a fragment or has IP options (the stack reassembles
+/// and tracks those). Direct pod-to-pod traffic stays on the fast path.
+#[inline(always)]
+fn needs_stack(frame: &Ipv4Frame) -> bool {
+    if !frame.plain {
+        return true;
+    }
+    match frame.ports {
+        Some(p) => NAT_FLOWS.get_ptr(FlowKey { ip: frame.daddr, port: p.dport, proto: p.proto, _pad: 0 }).is_some(),
+        None => false,
+    }
 }
 
 /// Copies the endpoint entry for `daddr` out of the map (so a concurrent delete cannot change it under us).

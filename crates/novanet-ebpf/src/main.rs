@@ -4,7 +4,8 @@
 //! Invariants:
 //! - Maps are defined once in [`maps`], named after the `novanet_common` constants and pinned by name, so an
 //!   agent restart adopts the maps the running programs use and traffic never stops.
-//! - Per-packet cost is O(1): one hash lookup, one per-CPU counter update, no loops.
+//! - Per-packet cost is O(1), no loops: one endpoint lookup, one NAT-flow lookup for TCP/UDP (an insert
+//!   only for a new flow to a non-local address), one per-CPU counter update.
 //! - Every verdict is counted in exactly one [`novanet_common::Counter`] slot.
 //! - Packet pointers are only dereferenced after one bounds check against `data_end` made on the same
 //!   pointer (see `packet::Ipv4Frame`), which is what the verifier (6.1 and 6.18) tracks.

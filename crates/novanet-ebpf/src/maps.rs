@@ -1,11 +1,11 @@
 //! The maps of the pod programs. Names must equal the `novanet_common::*_MAP` constants (the macro needs a
-//! literal; the dataplane's tests check the object against the constants). Both are pinned by name.
+//! literal; the dataplane's tests check the object against the constants). All are pinned by name.
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
-use novanet_common::{Counter, CounterValue, EndpointInfo, EndpointKey, MAX_ENDPOINTS};
+use novanet_common::{Counter, CounterValue, EndpointInfo, EndpointKey, FlowKey, MAX_ENDPOINTS, MAX_NAT_FLOWS};
 
 /// `novanet_common::ENDPOINTS_MAP`: local pod IPv4 -> how to deliver to it.
 #[map(name = "NOVANET_ENDPOINTS")]
@@ -14,3 +14,7 @@ pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(MAX_E
 /// `novanet_common::COUNTERS_MAP`: per-CPU packet/byte counters indexed by `Counter`.
 #[map(name = "NOVANET_COUNTERS")]
 pub static COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(Counter::COUNT, 0);
+
+/// `novanet_common::NAT_FLOWS_MAP`: pod sides of TCP/UDP flows to non-local addresses (value unused).
+#[map(name = "NOVANET_NAT_FLOWS")]
+pub static NAT_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::pinned(MAX_NAT_FLOWS, 0);

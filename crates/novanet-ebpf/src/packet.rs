@@ -1,4 +1,5 @@
-//! Packet parsing. Only what the pod programs need: the Ethernet header and the IPv4 destination.
+//! Packet parsing. Only what the pod programs need: the Ethernet header, the IPv4 addresses and, for
+//! unfragmented TCP/UDP without IP options, the ports.
 
 use aya_ebpf::programs::TcContext;
 
@@ -30,13 +31,34 @@ pub struct Ipv4Hdr {
 
 const ETH_HLEN: usize = core::mem::size_of::<EthHdr>();
 const IPV4_HLEN: usize = core::mem::size_of::<Ipv4Hdr>();
+/// Ethernet + IPv4 (no options) + the two TCP/UDP ports.
+const L4_HEADERS: usize = ETH_HLEN + IPV4_HLEN + 4;
 const _: () = assert!(ETH_HLEN == 14 && IPV4_HLEN == 20);
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// More-fragments flag and fragment offset of `frag_off` (big endian), i.e. "this is a fragment".
+const IP_FRAGMENT_MASK: u16 = 0x3fff;
+
+/// The pod-facing fields of a TCP/UDP flow, as they sit in the packet (network byte order).
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
 
 /// An Ethernet frame carrying IPv4, with its first `ETH_HLEN + IPV4_HLEN` bytes checked to be in bounds.
 pub struct Ipv4Frame {
     eth: *mut EthHdr,
+    /// Source address in network byte order.
+    pub saddr: u32,
     /// Destination address in network byte order (as the `EndpointKey` stores it).
     pub daddr: u32,
+    /// Whether the IPv4 header is 20 bytes and the packet is not a fragment.
+    pub plain: bool,
+    /// The ports of a plain TCP or UDP packet.
+    pub ports: Option<Ports>,
 }
 
 impl Ipv4Frame {
@@ -49,10 +71,11 @@ impl Ipv4Frame {
         let mut end = ctx.data_end();
         // One check on `start` covers both headers: the verifier records a range of 34 on `start` and
         // every pointer below is derived from it with a constant offset inside that range.
-        if start + HEADERS > end {
-            // Too short, or the headers are not all in the linear part of the skb: pull them in when the
-            // frame is long enough. The helper invalidates packet pointers, so re-read them.
-            if ctx.len() < HEADERS as u32 || ctx.pull_data(HEADERS as u32).is_err() {
+        if start + HEADERS > end || (start + L4_HEADERS > end && ctx.len() >= L4_HEADERS as u32) {
+            // Too short, or the headers (and ports) are not all in the linear part of the skb: pull them in
+            // when the frame is long enough. The helper invalidates packet pointers, so re-read them.
+            let want = if ctx.len() >= L4_HEADERS as u32 { L4_HEADERS } else { HEADERS };
+            if ctx.len() < HEADERS as u32 || ctx.pull_data(want as u32).is_err() {
                 return None;
             }
             start = ctx.data();
@@ -64,11 +87,26 @@ impl Ipv4Frame {
         let eth = start as *mut EthHdr;
         let ip = (start + ETH_HLEN) as *const Ipv4Hdr;
         // SAFETY: both headers lie within [data, data_end) (checked above) and have alignment 1.
-        let (ether_type, version, daddr) = unsafe { ((*eth).ether_type, (*ip).version_ihl >> 4, (*ip).daddr) };
-        if ether_type != ETH_P_IP_BE || version != 4 {
+        let (ether_type, version_ihl, frag_off, proto, saddr, daddr) = unsafe {
+            ((*eth).ether_type, (*ip).version_ihl, (*ip).frag_off, (*ip).protocol, (*ip).saddr, (*ip).daddr)
+        };
+        if ether_type != ETH_P_IP_BE || version_ihl >> 4 != 4 {
             return None;
         }
-        Some(Self { eth, daddr: u32::from_ne_bytes(daddr) })
+        let plain = version_ihl & 0x0f == 5 && u16::from_be_bytes(frag_off) & IP_FRAGMENT_MASK == 0;
+        let mut ports = None;
+        // A second check on `start` itself: on this path the verifier knows 38 bytes are in bounds.
+        if plain && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && start + L4_HEADERS <= end {
+            let l4 = (start + HEADERS) as *const [u8; 4];
+            // SAFETY: bytes HEADERS..HEADERS + 4 lie within [data, data_end) (checked just above).
+            let p = unsafe { *l4 };
+            ports = Some(Ports {
+                proto,
+                sport: u16::from_ne_bytes([p[0], p[1]]),
+                dport: u16::from_ne_bytes([p[2], p[3]]),
+            });
+        }
+        Some(Self { eth, saddr: u32::from_ne_bytes(saddr), daddr: u32::from_ne_bytes(daddr), plain, ports })
     }
 
     /// Rewrites the Ethernet addresses.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -22,6 +23,66 @@ fn pods_on_one_node_ping_and_tcp_through_the_datapath() {
     let redirected = status.counters.iter().find(|c| c.name == "redirect_local").unwrap().packets;
     assert!(redirected > 100, "pod-to-pod packets must be redirected by the eBPF program, counter = {redirected}");
     lab.check_pod("a").unwrap();
+}
+
+/// What kube-proxy does for a ClusterIP Service, by hand: the node DNATs a Service address to a pod. When
+/// client and backend are on the same node, the backend's answers must go through the node's conntrack
+/// (which gives them the Service address back), not straight into the client pod.
+#[test]
+fn service_dnat_to_a_pod_on_the_same_node_answers_from_the_service_address() {
+    const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    let lab = lab("svcdnat", &one_node("10.244.1.0/24", &["client", "backend"]));
+    let backend = lab.pod_ip("backend").unwrap();
+    let dnat = |proto: &str, port: u16, to: SocketAddrV4| {
+        let out = lab
+            .node_command("n1", "iptables")
+            .unwrap()
+            .args(["-w", "-t", "nat", "-A", "PREROUTING", "-d", &SERVICE.to_string(), "-p", proto])
+            .args(["--dport", &port.to_string(), "-j", "DNAT", "--to-destination", &to.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "iptables: {}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // TCP: the handshake and 1 MiB each way through the Service address.
+    tcp_echo_via(&lab, "client", "backend", 1 << 20, |server| {
+        dnat("tcp", 80, server);
+        SocketAddrV4::new(SERVICE, 80)
+    });
+
+    // UDP: the answer must come from the Service address, as the client asked.
+    let server_ns = lab.pod("backend").unwrap().netns.clone();
+    let server = in_netns(&server_ns, move || {
+        let socket = UdpSocket::bind(SocketAddrV4::new(backend, 5353)).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, peer) = socket.recv_from(&mut buf).unwrap();
+        socket.send_to(&buf[..n], peer).unwrap();
+    });
+    dnat("udp", 53, SocketAddrV4::new(backend, 5353));
+    let client_ns = lab.pod("client").unwrap().netns.clone();
+    let answer = in_netns(&client_ns, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        socket.send_to(b"query", SocketAddrV4::new(SERVICE, 53)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from)
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap();
+    assert_eq!(answer, (b"query".to_vec(), SocketAddrV4::new(SERVICE, 53).into()));
+
+    let status = novanet_lab::node::agent_status(&lab.socket("n1").unwrap()).unwrap();
+    let via_stack = status.counters.iter().find(|c| c.name == "pass_local_via_stack").unwrap().packets;
+    assert!(via_stack >= 2, "the backend's answers went through the node's stack, counter = {via_stack}");
+
+    // The client's remembered flows go with its endpoint.
+    assert!(pinned_map_entries(&lab, "n1", "NOVANET_NAT_FLOWS") >= 2);
+    let mut lab = lab;
+    lab.remove_pod("client").unwrap();
+    assert_eq!(pinned_map_entries(&lab, "n1", "NOVANET_NAT_FLOWS"), 0, "flows of a removed pod left in the map");
 }
 
 #[test]

@@ -51,6 +51,12 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
 
 /// Sends `bytes` over TCP from pod `from` to an echo server in pod `to` and checks they come back.
 pub fn tcp_echo(lab: &Lab, from: &str, to: &str, bytes: usize) {
+    tcp_echo_via(lab, from, to, bytes, |server| server);
+}
+
+/// [`tcp_echo`], with the client connecting to `via(server address)` (e.g. a Service address the node
+/// translates to the server).
+pub fn tcp_echo_via(lab: &Lab, from: &str, to: &str, bytes: usize, via: impl FnOnce(SocketAddrV4) -> SocketAddrV4) {
     let to_ip = lab.pod_ip(to).unwrap();
     let server_ns = lab.pod(to).unwrap().netns.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -68,9 +74,10 @@ pub fn tcp_echo(lab: &Lab, from: &str, to: &str, bytes: usize) {
         }
     });
     let port = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let target = via(SocketAddrV4::new(to_ip, port));
     let client_ns = lab.pod(from).unwrap().netns.clone();
     let client = in_netns(&client_ns, move || {
-        let mut conn = TcpStream::connect_timeout(&SocketAddrV4::new(to_ip, port).into(), Duration::from_secs(5)).unwrap();
+        let mut conn = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5)).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
         let mut reader = conn.try_clone().unwrap();
@@ -100,15 +107,16 @@ pub fn links(lab: &Lab, node: &str) -> Vec<String> {
 
 /// Keys in the node's pinned endpoint map, read with bpftool (independent of the agent).
 pub fn endpoint_map_entries(lab: &Lab, node: &str) -> usize {
-    let pin = lab.node(node).unwrap().bpffs_dir().join("novanet").join(novanet_lab_map_name());
+    pinned_map_entries(lab, node, "NOVANET_ENDPOINTS")
+}
+
+/// Keys in one of the node's pinned maps, read with bpftool (independent of the agent).
+pub fn pinned_map_entries(lab: &Lab, node: &str, map: &str) -> usize {
+    let pin = lab.node(node).unwrap().bpffs_dir().join("novanet").join(map);
     let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&pin).output().unwrap();
     assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array().map(|a| a.len()).unwrap_or(0)
-}
-
-fn novanet_lab_map_name() -> &'static str {
-    "NOVANET_ENDPOINTS"
 }
 
 /// Network namespaces whose name starts with `prefix`.
