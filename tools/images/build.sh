@@ -123,7 +123,8 @@ recipe_busybox() {
 }
 
 recipe_agnhost() {
-  # Mirrors test/images/agnhost/Dockerfile (alpine + bind-tools curl netcat-openbsd iproute2 bash).
+  # Mirrors test/images/agnhost/Dockerfile (alpine + bind-tools curl netcat-openbsd iproute2 bash, and
+  # alpine's getent).
   add_base
   # /bin/sh is bash, not busybox: Debian's busybox-static prefers its own applets inside its shell, so
   # `sh -c '... | nc -u ...'` (as e2e runs it) would get busybox's nc, which has no -u.
@@ -133,6 +134,7 @@ recipe_agnhost() {
   add_program /usr/bin/curl curl
   add_program /usr/bin/nc nc.openbsd
   add_program /usr/bin/dig dig
+  add_program /usr/bin/getent getent # DNS e2e tests query through getent in this image too
   add_program /sbin/ip ip
   add_program /usr/bin/ss ss
   add_file /agnhost "$(k8s_bin agnhost)"

@@ -130,8 +130,12 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
 
     // Cluster DNS: the lab's CoreDNS (kube-dns, reached through kube-proxy's Service rules) answers pods.
     c.kubectl(&["rollout", "status", "-n", "kube-system", "deploy/coredns", "--timeout=120s"]);
-    let answer = c.kubectl(&["exec", "test-a", "--", "nslookup", "kubernetes.default.svc.cluster.local"]);
-    assert!(answer.contains("10.96.0.1"), "kubernetes.default did not resolve to its ClusterIP: {answer}");
+    // From both nodes: one of them runs CoreDNS, so one query is DNATed to a pod on the client's own node,
+    // whose answer must go back through conntrack rather than the redirect fast path.
+    for pod in ["test-a", "test-b"] {
+        let answer = c.kubectl(&["exec", pod, "--", "nslookup", "kubernetes.default.svc.cluster.local"]);
+        assert!(answer.contains("10.96.0.1"), "{pod}: kubernetes.default did not resolve to its ClusterIP: {answer}");
+    }
     let answer = c.kubectl(&["exec", "test-a", "--", "nslookup", "kube-dns.kube-system.svc.cluster.local"]);
     assert!(answer.contains("10.96.0.10"), "{answer}");
 
