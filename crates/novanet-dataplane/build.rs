@@ -44,13 +44,13 @@ fn run() -> Result<(), String> {
     let common_dir = crates.join("novanet-common");
     let dest = out_dir.join("novanet-ebpf.o");
 
-    for path in [
-        ebpf_dir.join("src"),
-        ebpf_dir.join("Cargo.toml"),
-        ebpf_dir.join("Cargo.lock"),
-        common_dir.join("src"),
-        common_dir.join("Cargo.toml"),
-    ] {
+    // Every file, not just the directories: cargo compares a directory's own mtime, which an in-place edit
+    // of a file inside it does not change. The directories too, for files added or removed.
+    let mut watched = vec![ebpf_dir.join("Cargo.toml"), ebpf_dir.join("Cargo.lock"), common_dir.join("Cargo.toml")];
+    for dir in [ebpf_dir.join("src"), common_dir.join("src")] {
+        collect_tree(&dir, &mut watched)?;
+    }
+    for path in watched {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     for var in ["NOVANET_EBPF_OBJECT", "NOVANET_EBPF_TOOLCHAIN", "NOVANET_TOOLS", "CARGO_TARGET_DIR", "PATH"] {
@@ -183,4 +183,19 @@ fn scrub_env(cmd: &mut Command) {
             cmd.env_remove(key);
         }
     }
+}
+
+/// `dir` and every directory and file below it.
+fn collect_tree(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    out.push(dir.to_path_buf());
+    let entries = fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?.path();
+        if path.is_dir() {
+            collect_tree(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
 }

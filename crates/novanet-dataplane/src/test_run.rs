@@ -114,11 +114,14 @@ fn local_destination_is_redirected_with_rewritten_macs() {
     assert_eq!(counter(&dp, Counter::PassToStack).packets, 0);
 }
 
-/// An IPv4 frame from `src`:`sport` to `dst`:`dport` with an 8-byte L4 header of `proto` (6 TCP, 17 UDP),
-/// `frag_off` as it sits in the header (big endian value) and `options` extra bytes of IP options.
-fn l4_frame(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, frag_off: u16, options: usize) -> Vec<u8> {
+/// An IPv4 frame from `src`:`sport` to `dst`:`dport` of `proto` (6 TCP with a 20-byte header carrying
+/// `tcp_flags`, 17 UDP with an 8-byte header), `frag_off` as it sits in the header (big endian value) and
+/// `options` extra bytes of IP options.
+#[allow(clippy::too_many_arguments, reason = "a packet builder")]
+fn l4_frame(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, frag_off: u16, options: usize, tcp_flags: u8) -> Vec<u8> {
     let ihl = 5 + options / 4;
-    let total = (ihl * 4 + 8) as u16;
+    let l4_len = if proto == 6 { 20 } else { 8 };
+    let total = (ihl * 4 + l4_len) as u16;
     let mut f = Vec::new();
     f.extend_from_slice(&HOST_A_MAC);
     f.extend_from_slice(&POD_A_MAC);
@@ -133,9 +136,17 @@ fn l4_frame(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, frag_
     f.extend(std::iter::repeat_n(1u8, options)); // NOP options
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 8, 0, 0]);
+    if proto == 6 {
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
+    } else {
+        f.extend_from_slice(&[0, 8, 0, 0]);
+    }
     f
 }
+
+const SYN: u8 = 0x02;
+const SYN_ACK: u8 = 0x12;
+const ACK: u8 = 0x10;
 
 const SERVICE_IP: [u8; 4] = [10, 96, 0, 10];
 
@@ -147,27 +158,53 @@ fn replies_to_flows_the_stack_may_translate_go_via_the_stack_and_direct_traffic_
     dp.upsert_endpoint(Ipv4Addr::from(POD_B), &endpoint(4242, POD_B_MAC, HOST_B_MAC, 0)).unwrap();
     for proto in [17u8, 6] {
         // Pod A to a Service address: passed to the stack (kube-proxy DNATs it, here to pod B), remembered.
-        let request = l4_frame(proto, POD_A, 40000, SERVICE_IP, 53, 0, 0);
+        let request = l4_frame(proto, POD_A, 40000, SERVICE_IP, 53, 0, 0, SYN);
         let (verdict, out) = run(&dp, &request);
         assert_eq!((verdict, out), (TC_ACT_OK, request));
         assert!(dp.nat_flows().unwrap().contains(&(Ipv4Addr::from(POD_A), 40000, proto)), "{:?}", dp.nat_flows());
         // Pod B's answer goes through the stack, whose conntrack turns its source back into the Service's.
-        let reply = l4_frame(proto, POD_B, 53, POD_A, 40000, 0, 0);
+        let reply = l4_frame(proto, POD_B, 53, POD_A, 40000, 0, 0, SYN_ACK);
         let (verdict, out) = run(&dp, &reply);
         assert_eq!((verdict, out), (TC_ACT_OK, reply), "proto {proto}");
         // Traffic between the two pods on another port is not a translated flow: straight to the pod.
-        let direct = l4_frame(proto, POD_B, 53, POD_A, 40001, 0, 0);
+        let direct = l4_frame(proto, POD_B, 53, POD_A, 40001, 0, 0, SYN_ACK);
         assert_eq!(run(&dp, &direct).0, TC_ACT_REDIRECT, "proto {proto}");
     }
     assert_eq!(counter(&dp, Counter::PassLocalViaStack).packets, 2);
     assert_eq!(counter(&dp, Counter::RedirectLocal).packets, 2);
     assert_eq!(counter(&dp, Counter::PassToStack).packets, 2);
     assert_eq!(dp.nat_flows().unwrap().len(), 2, "a repeated packet of a known flow adds nothing");
-    run(&dp, &l4_frame(17, POD_A, 40000, SERVICE_IP, 53, 0, 0));
+    run(&dp, &l4_frame(17, POD_A, 40000, SERVICE_IP, 53, 0, 0, 0));
     assert_eq!(dp.nat_flows().unwrap().len(), 2);
     // Removing pod A's endpoint forgets its flows; pod B's (none) and other state are untouched.
     assert!(dp.remove_endpoint(Ipv4Addr::from(POD_A)).unwrap());
     assert!(dp.nat_flows().unwrap().is_empty());
+}
+
+/// A server pod answering a non-local client (kubelet's probes, a pod on another node) must not mark its
+/// listening port: local clients' connections to it would go half through the stack, which kube-proxy's
+/// conntrack INVALID drop then breaks.
+#[test]
+fn only_flows_a_pod_opens_are_remembered() {
+    let root = PinRoot::new();
+    let mut dp = load(&root);
+    dp.upsert_endpoint(Ipv4Addr::from(POD_A), &endpoint(4241, POD_A_MAC, HOST_A_MAC, 0)).unwrap();
+    let node: [u8; 4] = [172, 30, 0, 10];
+    // Pod A serves port 8080 to the node: its SYN-ACK and ACKs are answers, not new flows.
+    for flags in [SYN_ACK, ACK] {
+        assert_eq!(run(&dp, &l4_frame(6, POD_A, 8080, node, 51000, 0, 0, flags)).0, TC_ACT_OK);
+    }
+    assert!(dp.nat_flows().unwrap().is_empty(), "{:?}", dp.nat_flows());
+    // So a local client's connection to pod A's port goes straight to it.
+    assert_eq!(run(&dp, &l4_frame(6, POD_B, 40000, POD_A, 8080, 0, 0, SYN)).0, TC_ACT_REDIRECT);
+    // A TCP packet too short to show its flags opens nothing either.
+    let mut short = l4_frame(6, POD_A, 8081, node, 51000, 0, 0, SYN);
+    short.truncate(44);
+    assert_eq!(run(&dp, &short).0, TC_ACT_OK);
+    assert!(dp.nat_flows().unwrap().is_empty());
+    // Its own connection out (a SYN) is remembered.
+    run(&dp, &l4_frame(6, POD_A, 40002, node, 443, 0, 0, SYN));
+    assert_eq!(dp.nat_flows().unwrap(), vec![(Ipv4Addr::from(POD_A), 40002, 6)]);
 }
 
 #[test]
@@ -175,16 +212,16 @@ fn fragments_and_ip_options_for_a_local_pod_go_via_the_stack() {
     let root = PinRoot::new();
     let mut dp = load(&root);
     dp.upsert_endpoint(Ipv4Addr::from(POD_B), &endpoint(4242, POD_B_MAC, HOST_B_MAC, 0)).unwrap();
-    let more_fragments = l4_frame(17, POD_A, 1000, POD_B, 2000, 0x2000, 0);
-    let later_fragment = l4_frame(17, POD_A, 1000, POD_B, 2000, 0x0010, 0);
-    let with_options = l4_frame(6, POD_A, 1000, POD_B, 2000, 0, 4);
+    let more_fragments = l4_frame(17, POD_A, 1000, POD_B, 2000, 0x2000, 0, 0);
+    let later_fragment = l4_frame(17, POD_A, 1000, POD_B, 2000, 0x0010, 0, 0);
+    let with_options = l4_frame(6, POD_A, 1000, POD_B, 2000, 0, 4, SYN);
     for frame in [&more_fragments, &later_fragment, &with_options] {
         let (verdict, out) = run(&dp, frame);
         assert_eq!((verdict, &out), (TC_ACT_OK, frame));
     }
     assert_eq!(counter(&dp, Counter::PassLocalViaStack).packets, 3);
     // "Don't fragment" alone is not a fragment.
-    assert_eq!(run(&dp, &l4_frame(17, POD_A, 1000, POD_B, 2000, 0x4000, 0)).0, TC_ACT_REDIRECT);
+    assert_eq!(run(&dp, &l4_frame(17, POD_A, 1000, POD_B, 2000, 0x4000, 0, 0)).0, TC_ACT_REDIRECT);
     assert!(dp.nat_flows().unwrap().is_empty(), "only flows to non-local addresses are remembered");
 }
 

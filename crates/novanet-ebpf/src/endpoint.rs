@@ -21,7 +21,7 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         return TC_ACT_OK as i32;
     };
     let Some(info) = lookup(frame.daddr) else {
-        if let Some(ports) = frame.ports {
+        if let Some(ports) = frame.ports.filter(|p| p.opens) {
             remember_flow(FlowKey { ip: frame.saddr, port: ports.sport, proto: ports.proto, _pad: 0 });
         }
         count(ctx, Counter::PassToStack);
@@ -39,9 +39,12 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     redirect_to_pod(ctx, info.host_ifindex)
 }
 
-/// Notes the pod side of a TCP/UDP flow leaving for a non-local address, which the stack may translate
-/// (a Service address DNATed by kube-proxy to a pod of this node). A lookup first: it also marks a known
-/// flow as recently used, so active flows are not evicted, and costs no update per packet.
+/// Notes the pod side of a TCP/UDP flow the pod opens towards a non-local address, which the stack may
+/// translate (a Service address DNATed by kube-proxy to a pod of this node). Only flows the pod opens (a
+/// TCP SYN, any UDP datagram): a server pod answering a non-local client must not mark its listening port,
+/// or local clients' requests to it would take the stack while its answers take the fast path, and
+/// conntrack (kube-proxy drops what it finds INVALID) would see half a connection. A lookup first: known
+/// flows cost no update.
 #[inline(always)]
 fn remember_flow(key: FlowKey) {
     if NAT_FLOWS.get_ptr(key).is_none() {

@@ -33,6 +33,10 @@ const ETH_HLEN: usize = core::mem::size_of::<EthHdr>();
 const IPV4_HLEN: usize = core::mem::size_of::<Ipv4Hdr>();
 /// Ethernet + IPv4 (no options) + the two TCP/UDP ports.
 const L4_HEADERS: usize = ETH_HLEN + IPV4_HLEN + 4;
+/// Ethernet + IPv4 (no options) + TCP up to its flags byte (offset 13).
+const TCP_FLAGS_END: usize = ETH_HLEN + IPV4_HLEN + 14;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 const _: () = assert!(ETH_HLEN == 14 && IPV4_HLEN == 20);
 
 const IPPROTO_TCP: u8 = 6;
@@ -46,6 +50,9 @@ pub struct Ports {
     pub proto: u8,
     pub sport: u16,
     pub dport: u16,
+    /// Whether the packet may open a flow: UDP always, TCP only for a SYN without ACK (a connection
+    /// request, never a server's answer).
+    pub opens: bool,
 }
 
 /// An Ethernet frame carrying IPv4, with its first `ETH_HLEN + IPV4_HLEN` bytes checked to be in bounds.
@@ -71,10 +78,20 @@ impl Ipv4Frame {
         let mut end = ctx.data_end();
         // One check on `start` covers both headers: the verifier records a range of 34 on `start` and
         // every pointer below is derived from it with a constant offset inside that range.
-        if start + HEADERS > end || (start + L4_HEADERS > end && ctx.len() >= L4_HEADERS as u32) {
-            // Too short, or the headers (and ports) are not all in the linear part of the skb: pull them in
-            // when the frame is long enough. The helper invalidates packet pointers, so re-read them.
-            let want = if ctx.len() >= L4_HEADERS as u32 { L4_HEADERS } else { HEADERS };
+        let len = ctx.len();
+        if start + HEADERS > end
+            || (len >= L4_HEADERS as u32 && start + L4_HEADERS > end)
+            || (len >= TCP_FLAGS_END as u32 && start + TCP_FLAGS_END > end)
+        {
+            // Too short, or the headers (up to TCP's flags) are not all in the linear part of the skb: pull
+            // in what the frame has. The helper invalidates packet pointers, so re-read them.
+            let want = if len >= TCP_FLAGS_END as u32 {
+                TCP_FLAGS_END
+            } else if len >= L4_HEADERS as u32 {
+                L4_HEADERS
+            } else {
+                HEADERS
+            };
             if ctx.len() < HEADERS as u32 || ctx.pull_data(want as u32).is_err() {
                 return None;
             }
@@ -100,10 +117,18 @@ impl Ipv4Frame {
             let l4 = (start + HEADERS) as *const [u8; 4];
             // SAFETY: bytes HEADERS..HEADERS + 4 lie within [data, data_end) (checked just above).
             let p = unsafe { *l4 };
+            let mut opens = proto == IPPROTO_UDP;
+            // A third check on `start`: on this path 48 bytes are in bounds.
+            if proto == IPPROTO_TCP && start + TCP_FLAGS_END <= end {
+                // SAFETY: byte TCP_FLAGS_END - 1 lies within [data, data_end) (checked just above).
+                let flags = unsafe { *((start + TCP_FLAGS_END - 1) as *const u8) };
+                opens = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+            }
             ports = Some(Ports {
                 proto,
                 sport: u16::from_ne_bytes([p[0], p[1]]),
                 dport: u16::from_ne_bytes([p[2], p[3]]),
+                opens,
             });
         }
         Some(Self { eth, saddr: u32::from_ne_bytes(saddr), daddr: u32::from_ne_bytes(daddr), plain, ports })

@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -83,6 +84,45 @@ fn service_dnat_to_a_pod_on_the_same_node_answers_from_the_service_address() {
     let mut lab = lab;
     lab.remove_pod("client").unwrap();
     assert_eq!(pinned_map_entries(&lab, "n1", "NOVANET_NAT_FLOWS"), 0, "flows of a removed pod left in the map");
+}
+
+/// A server pod that answered a non-local client (its node here, as kubelet's probes do) must still serve
+/// local pods, with kube-proxy's rule that drops what conntrack finds INVALID: its answers must not mark
+/// its listening port, or local clients' packets would take the stack while its replies bypass it.
+#[test]
+fn a_server_pod_that_answered_its_node_still_serves_local_pods() {
+    let lab = lab("svport", &one_node("10.244.1.0/24", &["client", "server"]));
+    let out = lab
+        .node_command("n1", "iptables")
+        .unwrap()
+        .args(["-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "iptables: {}", String::from_utf8_lossy(&out.stderr));
+    let server_ip = lab.pod_ip("server").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = in_netns(&lab.pod("server").unwrap().netns.clone(), move || {
+        let listener = TcpListener::bind(SocketAddrV4::new(server_ip, 0)).unwrap();
+        tx.send(listener.local_addr().unwrap()).unwrap();
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 5];
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(&buf).unwrap();
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let hello = move || {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).unwrap();
+        buf == *b"hello"
+    };
+    assert!(in_netns(&lab.node("n1").unwrap().netns.clone(), hello).join().unwrap(), "node -> server pod");
+    assert!(in_netns(&lab.pod("client").unwrap().netns.clone(), hello).join().unwrap(), "local pod -> server pod");
+    server.join().unwrap();
 }
 
 #[test]
