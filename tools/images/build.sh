@@ -187,6 +187,8 @@ recipe_agent() {
   add_base
   add_busybox
   for b in novanet-agent novanet-cni novanetctl; do add_program "/usr/local/bin/$b" "$rel/$b"; done
+  # The reference portmap plugin (Debian's containernetworking-plugins), chained for pods' hostPorts.
+  add_program /usr/local/lib/novanet/portmap /usr/lib/cni/portmap
   add_dir /etc/novanet; add_dir /run
   add_text /etc/passwd 'root:x:0:0:root:/root:/bin/sh'
   add_text /etc/group 'root:x:0:'

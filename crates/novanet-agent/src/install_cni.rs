@@ -11,6 +11,9 @@ use anyhow::Context;
 pub const CONFLIST_NAME: &str = "10-novanet.conflist";
 /// Name of the plugin binary, which is also its `type` in the conflist.
 pub const PLUGIN_NAME: &str = "novanet-cni";
+/// Name under which the reference `portmap` plugin (hostPort) is installed and chained: NovaNet's own
+/// name, so a node's `portmap` is never overwritten and uninstall removes only what NovaNet put there.
+pub const PORTMAP_NAME: &str = "novanet-portmap";
 
 pub struct InstallCni {
     pub plugin_source: PathBuf,
@@ -19,6 +22,9 @@ pub struct InstallCni {
     pub socket: PathBuf,
     pub mtu: u32,
     pub log_file: Option<PathBuf>,
+    /// The reference `portmap` plugin to install as [`PORTMAP_NAME`] and chain after NovaNet's, for pods'
+    /// `hostPort`s (until NovaNet's datapath maps host ports itself).
+    pub portmap_source: Option<PathBuf>,
 }
 
 /// The `cniVersion` of the installed conflist. 1.0.0, not 1.1.0: containerd 1.6 (libcni 1.1) rejects a
@@ -26,8 +32,8 @@ pub struct InstallCni {
 /// that ask with 1.1.0.
 pub const CONFLIST_CNI_VERSION: &str = "1.0.0";
 
-/// The conflist NovaNet installs.
-pub fn conflist(socket: &Path, mtu: u32, log_file: Option<&Path>) -> serde_json::Value {
+/// The conflist NovaNet installs; with `portmap`, the hostPort plugin is chained after NovaNet's.
+pub fn conflist(socket: &Path, mtu: u32, log_file: Option<&Path>, portmap: bool) -> serde_json::Value {
     let mut plugin = serde_json::json!({
         "type": PLUGIN_NAME,
         "agentSocket": socket,
@@ -36,10 +42,14 @@ pub fn conflist(socket: &Path, mtu: u32, log_file: Option<&Path>) -> serde_json:
     if let (Some(log), Some(obj)) = (log_file, plugin.as_object_mut()) {
         obj.insert("logFile".into(), serde_json::json!(log));
     }
+    let mut plugins = vec![plugin];
+    if portmap {
+        plugins.push(serde_json::json!({"type": PORTMAP_NAME, "capabilities": {"portMappings": true}}));
+    }
     serde_json::json!({
         "cniVersion": CONFLIST_CNI_VERSION,
         "name": "novanet",
-        "plugins": [plugin],
+        "plugins": plugins,
     })
 }
 
@@ -62,7 +72,12 @@ impl InstallCni {
         let binary = fs::read(&self.plugin_source)
             .with_context(|| format!("reading the plugin binary {}", self.plugin_source.display()))?;
         write_atomically(&self.bin_dir.join(PLUGIN_NAME), &binary, 0o755)?;
-        let conf = conflist(&self.socket, self.mtu, self.log_file.as_deref());
+        if let Some(portmap) = &self.portmap_source {
+            let binary =
+                fs::read(portmap).with_context(|| format!("reading the portmap plugin {}", portmap.display()))?;
+            write_atomically(&self.bin_dir.join(PORTMAP_NAME), &binary, 0o755)?;
+        }
+        let conf = conflist(&self.socket, self.mtu, self.log_file.as_deref(), self.portmap_source.is_some());
         write_atomically(&self.conf_dir.join(CONFLIST_NAME), &serde_json::to_vec_pretty(&conf)?, 0o644)?;
         tracing::info!(bin_dir = %self.bin_dir.display(), conf_dir = %self.conf_dir.display(), "installed the CNI plugin");
         Ok(())
@@ -70,10 +85,10 @@ impl InstallCni {
 }
 
 /// Removes what [`InstallCni::run`] put on the node (uninstall): the conflist first, so no new pod is
-/// wired through a plugin about to vanish, then the plugin. Returns the files removed; absent is fine.
+/// wired through a plugin about to vanish, then the plugins. Returns the files removed; absent is fine.
 pub fn uninstall(bin_dir: &Path, conf_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for path in [conf_dir.join(CONFLIST_NAME), bin_dir.join(PLUGIN_NAME)] {
+    for path in [conf_dir.join(CONFLIST_NAME), bin_dir.join(PLUGIN_NAME), bin_dir.join(PORTMAP_NAME)] {
         match fs::remove_file(&path) {
             Ok(()) => removed.push(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -99,6 +114,7 @@ mod tests {
             socket: "/run/novanet/novanet.sock".into(),
             mtu: 1450,
             log_file: None,
+            portmap_source: None,
         }
         .run()
         .unwrap();
@@ -117,6 +133,7 @@ mod tests {
         let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
         let src = dir.path().join("plugin");
         fs::write(&src, b"#!binary").unwrap();
+        fs::write(dir.path().join("portmap"), b"#!portmap").unwrap();
         let install = InstallCni {
             plugin_source: src,
             bin_dir: bin.clone(),
@@ -124,12 +141,17 @@ mod tests {
             socket: "/run/novanet/novanet.sock".into(),
             mtu: 1500,
             log_file: None,
+            portmap_source: Some(dir.path().join("portmap")),
         };
         install.run().unwrap();
+        assert_eq!(fs::read(bin.join(PORTMAP_NAME)).unwrap(), b"#!portmap");
+        let list: serde_json::Value = serde_json::from_slice(&fs::read(conf.join(CONFLIST_NAME)).unwrap()).unwrap();
+        assert_eq!(list["plugins"][1]["type"], PORTMAP_NAME, "hostPort plugin chained after NovaNet's");
+        assert_eq!(list["plugins"][1]["capabilities"]["portMappings"], true);
         fs::write(bin.join("loopback"), b"other").unwrap();
         fs::write(conf.join("99-other.conflist"), b"{}").unwrap();
-        assert_eq!(uninstall(&bin, &conf).unwrap().len(), 2);
-        assert!(!bin.join(PLUGIN_NAME).exists() && !conf.join(CONFLIST_NAME).exists());
+        assert_eq!(uninstall(&bin, &conf).unwrap().len(), 3);
+        assert!(!bin.join(PLUGIN_NAME).exists() && !bin.join(PORTMAP_NAME).exists() && !conf.join(CONFLIST_NAME).exists());
         assert!(bin.join("loopback").exists() && conf.join("99-other.conflist").exists());
         assert!(uninstall(&bin, &conf).unwrap().is_empty());
     }

@@ -77,6 +77,9 @@ enum Command {
         /// CNI log file to put in the conflist.
         #[arg(long)]
         log_file: Option<PathBuf>,
+        /// The reference `portmap` plugin to install as `novanet-portmap` and chain (pods' hostPorts).
+        #[arg(long)]
+        portmap: Option<PathBuf>,
     },
 }
 
@@ -264,7 +267,7 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("starting the runtime")?
             .block_on(run(cfg)),
-        Command::InstallCni { bin_dir, conf_dir, plugin, log_file } => {
+        Command::InstallCni { bin_dir, conf_dir, plugin, log_file, portmap } => {
             let plugin_source = match plugin {
                 Some(p) => p.clone(),
                 None => std::env::current_exe()?
@@ -279,6 +282,7 @@ fn main() -> anyhow::Result<()> {
                 socket: cfg.socket_path.clone(),
                 mtu: cfg.mtu,
                 log_file: log_file.clone(),
+                portmap_source: portmap.clone(),
             }
             .run()
         }

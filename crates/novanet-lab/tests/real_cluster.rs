@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use novanet_lab::controlplane::bins_or_skip;
 use novanet_lab::{Lab, LabOptions, LabSpec};
 
-const E2E_FOCUS: &str =
-    "Networking Granular Checks: Pods should function for (intra|node)-pod communication: (http|udp)";
+/// The pod networking conformance checks, and hostPort (NovaNet chains the reference portmap plugin).
+const E2E_FOCUS: &str = "Networking Granular Checks: Pods should function for (intra|node)-pod communication: (http|udp)|\
+     HostPort validates that there is no conflict between pods with same hostPort but different hostIP and protocol";
 
 struct Cluster {
     lab: Lab,
@@ -223,7 +224,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     c.kubectl(&["wait", "-n", "kube-system", "pod", "-l", "k8s-app=kube-dns", "--for=delete", "--timeout=60s"]);
     for node in ["node-a", "node-b"] {
         let installed = novanet_leftovers(&c, node);
-        assert_eq!(installed.len(), 5, "while installed, {node} has all five NovaNet files: {installed:?}");
+        assert_eq!(installed.len(), 6, "while installed, {node} has all six NovaNet files: {installed:?}");
     }
     let uninstalled = Instant::now();
     c.ok("helm", &["uninstall", "novanet", "-n", "novanet-system", "--wait"]);
@@ -245,7 +246,12 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
 /// What NovaNet left on a node: installed files, pins, state, socket, pod veths.
 fn novanet_leftovers(c: &Cluster, node: &str) -> Vec<String> {
     let kube_node = c.lab.kube_node(node).expect("a real node");
-    let mut left: Vec<String> = ["/etc/cni/net.d/10-novanet.conflist", "/opt/cni/bin/novanet-cni", "/var/lib/novanet/endpoints.json"]
+    let mut left: Vec<String> = [
+        "/etc/cni/net.d/10-novanet.conflist",
+        "/opt/cni/bin/novanet-cni",
+        "/opt/cni/bin/novanet-portmap",
+        "/var/lib/novanet/endpoints.json",
+    ]
         .into_iter()
         .filter(|p| kube_node.host_path(p).is_some_and(|h| h.exists()))
         .map(String::from)
