@@ -89,13 +89,20 @@ impl InstallCni {
 pub fn uninstall(bin_dir: &Path, conf_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for path in [conf_dir.join(CONFLIST_NAME), bin_dir.join(PLUGIN_NAME), bin_dir.join(PORTMAP_NAME)] {
-        match fs::remove_file(&path) {
-            Ok(()) => removed.push(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        if remove_if_present(&path)? {
+            removed.push(path);
         }
     }
     Ok(removed)
+}
+
+/// Removes a file; `Ok(false)` when it was not there.
+pub fn remove_if_present(path: &Path) -> anyhow::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
 }
 
 #[cfg(test)]

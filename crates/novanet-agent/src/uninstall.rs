@@ -27,10 +27,10 @@ pub struct Removed {
 }
 
 fn remove_file(path: &Path, removed: &mut Removed) {
-    match std::fs::remove_file(path) {
-        Ok(()) => removed.files.push(path.to_path_buf()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => removed.errors.push(format!("removing {}: {e}", path.display())),
+    match install_cni::remove_if_present(path) {
+        Ok(true) => removed.files.push(path.to_path_buf()),
+        Ok(false) => {}
+        Err(e) => removed.errors.push(format!("{e:#}")),
     }
 }
 

@@ -35,14 +35,9 @@ fn service_dnat_to_a_pod_on_the_same_node_answers_from_the_service_address() {
     let lab = lab("svcdnat", &one_node("10.244.1.0/24", &["client", "backend"]));
     let backend = lab.pod_ip("backend").unwrap();
     let dnat = |proto: &str, port: u16, to: SocketAddrV4| {
-        let out = lab
-            .node_command("n1", "iptables")
-            .unwrap()
-            .args(["-w", "-t", "nat", "-A", "PREROUTING", "-d", &SERVICE.to_string(), "-p", proto])
-            .args(["--dport", &port.to_string(), "-j", "DNAT", "--to-destination", &to.to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "iptables: {}", String::from_utf8_lossy(&out.stderr));
+        let (service, port, to) = (SERVICE.to_string(), port.to_string(), to.to_string());
+        node_iptables(&lab, &["-t", "nat", "-A", "PREROUTING", "-d", &service, "-p", proto, "--dport", &port,
+            "-j", "DNAT", "--to-destination", &to]);
     };
 
     // TCP: the handshake and 1 MiB each way through the Service address.
@@ -92,13 +87,7 @@ fn service_dnat_to_a_pod_on_the_same_node_answers_from_the_service_address() {
 #[test]
 fn a_server_pod_that_answered_its_node_still_serves_local_pods() {
     let lab = lab("svport", &one_node("10.244.1.0/24", &["client", "server"]));
-    let out = lab
-        .node_command("n1", "iptables")
-        .unwrap()
-        .args(["-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "iptables: {}", String::from_utf8_lossy(&out.stderr));
+    node_iptables(&lab, &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
     let server_ip = lab.pod_ip("server").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let server = in_netns(&lab.pod("server").unwrap().netns.clone(), move || {
@@ -123,6 +112,11 @@ fn a_server_pod_that_answered_its_node_still_serves_local_pods() {
     assert!(in_netns(&lab.node("n1").unwrap().netns.clone(), hello).join().unwrap(), "node -> server pod");
     assert!(in_netns(&lab.pod("client").unwrap().netns.clone(), hello).join().unwrap(), "local pod -> server pod");
     server.join().unwrap();
+}
+
+/// One iptables rule in node n1 (inside the lab's namespace, never the host's).
+fn node_iptables(lab: &novanet_lab::Lab, rule: &[&str]) {
+    ok_stdout("iptables", lab.node_command("n1", "iptables").unwrap().arg("-w").args(rule).output().unwrap());
 }
 
 #[test]

@@ -169,11 +169,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
             c.kubectl(&["exec", "-n", "novanet-system", &agent_a, "-c", "agent", "--", "novanetctl", "-o", "json", "endpoints"]);
         (json.matches("\"ip\"").count(), json.contains("\"pod\":\"test-c\""))
     };
-    let node_a_veths = |c: &Cluster| -> usize {
-        let netns = c.lab.node("node-a").unwrap().netns.clone();
-        let out = Command::new("nsenter").arg(format!("--net=/run/netns/{netns}")).args(["ip", "-o", "link"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(": nn")).count()
-    };
+    let node_a_veths = |c: &Cluster| pod_veths(c, "node-a").len();
     let ((eps_before, has_c), veths_before) = (endpoints(&c), node_a_veths(&c));
     assert!(has_c && eps_before >= 2, "test-a and test-c on node-a");
     assert_eq!(veths_before, eps_before, "one veth per endpoint");
@@ -265,7 +261,13 @@ fn novanet_leftovers(c: &Cluster, node: &str) -> Vec<String> {
             left.push(path.to_string());
         }
     }
-    let links = kube_node.exec_in_node("ip").args(["-o", "link"]).output().expect("ip link in the node");
-    left.extend(String::from_utf8_lossy(&links.stdout).lines().filter(|l| l.contains(": nn")).map(String::from));
+    left.extend(pod_veths(c, node));
     left
+}
+
+/// The host-side pod veths (`nn*`) of a node, as `ip -o link` lines.
+fn pod_veths(c: &Cluster, node: &str) -> Vec<String> {
+    let kube_node = c.lab.kube_node(node).expect("a real node");
+    let links = kube_node.exec_in_node("ip").args(["-o", "link"]).output().expect("ip link in the node");
+    String::from_utf8_lossy(&links.stdout).lines().filter(|l| l.contains(": nn")).map(String::from).collect()
 }
