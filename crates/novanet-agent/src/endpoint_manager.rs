@@ -60,6 +60,12 @@ impl EndpointManager {
         &self.dataplane
     }
 
+    /// Removes the pins of superseded map layouts (see `Dataplane::finish_upgrade`); call after
+    /// [`EndpointManager::reconcile`] re-attached every endpoint.
+    pub fn finish_upgrade(&mut self) -> Result<Vec<novanet_dataplane::Superseded>, novanet_dataplane::DataplaneError> {
+        self.dataplane.finish_upgrade()
+    }
+
     fn persist(&self) -> Result<(), EndpointError> {
         self.state.save(&self.table.persisted()).map_err(EndpointError::Persist)
     }

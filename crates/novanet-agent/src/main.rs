@@ -9,6 +9,7 @@
 mod bpffs;
 mod config;
 mod endpoint_manager;
+mod flow_sweep;
 mod grpc;
 mod install_cni;
 mod kubernetes;
@@ -159,11 +160,17 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     bpffs::ensure_mounted(&cfg.bpffs_root)?;
     let dataplane = Dataplane::load(&cfg.bpffs_root)
         .with_context(|| format!("loading the datapath under {}", cfg.bpffs_root.display()))?;
+    let flows = dataplane.nat_flows().context("opening the NAT-flow map")?;
     let table = restore_table(persisted, cidr)?;
     let mut manager = EndpointManager::new(table, dataplane, state);
     let report = manager.reconcile().context("reconciling the datapath with the endpoint table")?;
     info!(node = %node, %cidr, restored = report.restored, missing = ?report.missing_interfaces,
           stale_removed = report.stale_map_entries_removed, "datapath reconciled");
+    // Every filter now runs this build's programs: the pins of superseded map layouts can go.
+    for old in manager.finish_upgrade().context("removing superseded map pins")? {
+        info!(map = old.map, version = old.version, "superseded map layout unpinned");
+    }
+    let _sweep = flow_sweep::FlowSweep::start(flows, flow_sweep::SWEEP_EVERY).context("starting the NAT-flow sweep")?;
     let manager = Arc::new(Mutex::new(manager));
     let release = match (&client, &cfg.cleanup_on_uninstall) {
         (Some(client), Some(own)) => Some(novanet_k8s::ReleaseWatch::start(client.clone(), &own.namespace, &own.daemon_set)),

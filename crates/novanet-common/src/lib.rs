@@ -20,6 +20,10 @@ pub const PIN_DIR: &str = "novanet";
 /// the name of its pin under [`PIN_DIR`] and of its tc filter.
 pub const POD_INGRESS_PROG: &str = "novanet_pod_ingress";
 
+/// Name of the tc program on tc egress of each pod's host-side veth (frames the node's stack delivers to
+/// the pod); also its pin and tc filter name.
+pub const POD_EGRESS_PROG: &str = "novanet_pod_egress";
+
 /// The link-local gateway every pod routes through. Each pod has a permanent neighbour entry for it that
 /// points at the MAC of its host-side veth, so pods never ARP for their gateway.
 pub const GATEWAY_V4: [u8; 4] = [169, 254, 1, 1];
@@ -27,7 +31,7 @@ pub const GATEWAY_V4: [u8; 4] = [169, 254, 1, 1];
 /// Maximum number of local endpoints one node can hold in its eBPF maps.
 pub const MAX_ENDPOINTS: u32 = 65_536;
 
-/// Size of [`NAT_FLOWS_MAP`] (LRU: the least recently used flows are forgotten first).
+/// Size of [`NAT_FLOWS_MAP`] (LRU: the least recently used flows are forgotten first when it is full).
 pub const MAX_NAT_FLOWS: u32 = 65_536;
 
 /// Security identity of an endpoint that has not been given one yet (the policy issue fills this in).

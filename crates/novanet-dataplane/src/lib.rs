@@ -4,42 +4,66 @@
 //! `build.rs` and embedded; [`Dataplane`] loads it.
 //!
 //! Architecture invariants:
-//! - **Everything lives under `<bpffs root>/novanet`**: the maps (pinned by name, so a new agent adopts
-//!   the very maps the running programs use) and the program `novanet_pod_ingress`. A pinned map of
-//!   another shape is refused ([`DataplaneError::IncompatiblePinnedMap`]), never silently adopted.
+//! - **Two tables say what there is**: [`programs::PROGRAMS`] (each program, its kind, where it attaches,
+//!   its tc filter slot) and [`layout::MAPS`] (each pinned map, its layout version and shape, and what an
+//!   upgrade carries over from earlier layouts). Loading and attaching are driven by them only.
+//! - **Everything lives under `<bpffs root>/novanet`**: the maps (pinned by name and layout version, so a new
+//!   agent adopts the very maps the running programs use, and never one of another layout) and the
+//!   programs. A pin of this build's version with another shape is refused
+//!   ([`DataplaneError::IncompatiblePinnedMap`]); pins of other versions are superseded, carried over where
+//!   the layouts allow, and removed by [`Dataplane::finish_upgrade`].
 //! - **An agent restart never interrupts traffic**: tc filters are legacy netlink `cls_bpf` filters that
 //!   own a reference to their program, so they keep running when the agent exits or is killed; a new
-//!   agent loads a new program against the same maps and re-attaching swaps the program of the existing
-//!   filter in place (same priority and handle), with no detach in between.
+//!   agent loads new programs and re-attaching swaps the program of each existing filter in place (same
+//!   priority and handle), with no detach in between.
 //! - **Nothing per interface is pinned**: a filter vanishes with its veth.
 //! - Interface names are resolved in the calling thread's network namespace; callers that switch
 //!   namespaces do so on a dedicated OS thread (see the integration tests).
 //! - Maps may be read and written from any namespace: they are not tied to one.
 
 mod error;
+pub mod layout;
 mod maps;
+mod mem_map;
+mod nat_flows;
 mod netlink;
 mod object;
 mod pins;
+pub mod programs;
 mod tc;
+mod upgrade;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 pub use error::DataplaneError;
-use novanet_common::POD_INGRESS_PROG;
+pub use maps::{BpfHashMap, MapHandle};
+pub use mem_map::{Faults, MapOp, MemMap};
+pub use nat_flows::{NatFlow, NatFlows, monotonic_now_ns};
+use novanet_common::{COUNTERS_MAP, ENDPOINTS_MAP, EndpointKey, MAX_ENDPOINTS, NAT_FLOWS_MAP};
 pub use novanet_common::{Counter, CounterValue, EndpointInfo};
 pub use tc::ifindex;
+pub use upgrade::Superseded;
 
-/// NovaNet's loaded datapath: the eBPF object with its maps adopted from (or pinned to) the pin directory.
+use crate::layout::{Carry, MapSpec};
+use crate::programs::{PROGRAMS, ProgramKind, ProgramSpec};
+
+/// NovaNet's loaded datapath: the programs of [`programs::PROGRAMS`] with the maps of a layout, adopted
+/// from (or pinned to) the pin directory.
 ///
 /// Dropping it closes this process's file descriptors only: pins and attached filters stay, so traffic
 /// keeps flowing until [`Dataplane::unpin_all`] and the interfaces themselves are removed.
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
+    endpoints: BpfHashMap<EndpointKey, EndpointInfo>,
+    counters: PerCpuArray<MapData, CounterValue>,
+    nat_flows_pin: PathBuf,
+    endpoints_pin: PathBuf,
+    superseded: Vec<Superseded>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -49,65 +73,137 @@ impl std::fmt::Debug for Dataplane {
 }
 
 impl Dataplane {
-    /// Loads the object, re-using maps already pinned under `<bpffs_root>/novanet` (e.g. "/sys/fs/bpf"),
-    /// pinning new ones; pins the program too. Creates the directory if needed. Safe to call while old
-    /// programs still run (agent restart): existing pinned maps are adopted, so traffic never stops.
+    /// Loads the object with this build's map layout ([`layout::MAPS`]) under `<bpffs_root>/novanet` (e.g.
+    /// "/sys/fs/bpf"), adopting maps already pinned there and pinning new ones; pins the programs too.
+    /// Safe to call while old programs still run (agent restart or upgrade): traffic never stops.
     pub fn load(bpffs_root: &Path) -> Result<Self, DataplaneError> {
-        let pin_dir = pins::prepare_pin_dir(bpffs_root)?;
-        pins::check_pinned_maps(&pin_dir)?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&pin_dir)
-            .load(object::EBPF_OBJECT)
-            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        let prog = pod_ingress(&mut ebpf)?;
-        prog.load().map_err(program_err("loading (verifier)"))?;
-        pins::pin_program(prog, &pin_dir, POD_INGRESS_PROG)?;
-        tracing::debug!(pin_dir = %pin_dir.display(), "dataplane loaded");
-        Ok(Self { ebpf, pin_dir })
+        Self::load_with(bpffs_root, &layout::MAPS)
     }
 
-    /// Ensures `novanet_pod_ingress` is attached to tc ingress of `host_ifname` (adds clsact if missing).
-    /// Idempotent; re-attaching atomically replaces the program of NovaNet's existing filter. Returns the
-    /// ifindex. The interface is looked up in the calling thread's network namespace.
+    /// [`Dataplane::load`] with another map layout (tests of upgrades between layouts).
+    pub fn load_with(bpffs_root: &Path, maps: &[MapSpec]) -> Result<Self, DataplaneError> {
+        let pin_dir = pins::prepare_pin_dir(bpffs_root)?;
+        let plan = upgrade::plan(&pin_dir, maps)?;
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&pin_dir);
+        for spec in maps {
+            loader.map_pin_path(spec.name, spec.pin_path(&pin_dir)).map_max_entries(spec.name, spec.shape.max_entries);
+        }
+        let mut ebpf = loader.load(object::EBPF_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        // Fill newly created maps from their superseded versions before any program using them exists.
+        for old in plan.superseded.iter().filter(|old| plan.fresh.contains(&old.map)) {
+            match old.carry {
+                Carry::Entries => {
+                    let map = map_mut(&mut ebpf, old.map)?;
+                    let carried = upgrade::carry_entries(old, map)?;
+                    tracing::info!(map = old.map, from = old.version, carried, "map layout upgraded");
+                }
+                Carry::Nothing(why) => {
+                    tracing::warn!(map = old.map, from = old.version, why, "map layout upgraded without its entries");
+                }
+            }
+        }
+        for spec in &PROGRAMS {
+            match spec.kind {
+                ProgramKind::TcClassifier => {
+                    let prog = classifier(&mut ebpf, spec)?;
+                    prog.load().map_err(program_err(spec.name, "loading (verifier)"))?;
+                    pins::pin_program(prog, &pin_dir, spec.name)?;
+                }
+            }
+        }
+        let endpoints = BpfHashMap::new(ENDPOINTS_MAP, MAX_ENDPOINTS, take_map(&mut ebpf, ENDPOINTS_MAP)?)?;
+        let counters = match take_map(&mut ebpf, COUNTERS_MAP)? {
+            map @ Map::PerCpuArray(_) => PerCpuArray::try_from(map).map_err(maps::map_err(COUNTERS_MAP, "opening"))?,
+            _ => return Err(DataplaneError::MissingInObject { kind: "per-CPU array", name: COUNTERS_MAP }),
+        };
+        let pin_of = |name: &'static str| {
+            maps.iter()
+                .find(|s| s.name == name)
+                .map(|s| s.pin_path(&pin_dir))
+                .ok_or(DataplaneError::MissingInObject { kind: "map", name })
+        };
+        let (nat_flows_pin, endpoints_pin) = (pin_of(NAT_FLOWS_MAP)?, pin_of(ENDPOINTS_MAP)?);
+        tracing::debug!(pin_dir = %pin_dir.display(), superseded = plan.superseded.len(), "dataplane loaded");
+        Ok(Self { ebpf, pin_dir, endpoints, counters, nat_flows_pin, endpoints_pin, superseded: plan.superseded })
+    }
+
+    /// Pins of other layout versions found at load. They stay until [`Dataplane::finish_upgrade`].
+    pub fn superseded(&self) -> &[Superseded] {
+        &self.superseded
+    }
+
+    /// Removes the superseded pins. Call once every filter runs this build's programs (after the
+    /// endpoints are re-attached): until then the old programs keep using the old maps.
+    pub fn finish_upgrade(&mut self) -> Result<Vec<Superseded>, DataplaneError> {
+        upgrade::unpin(&self.superseded)?;
+        Ok(std::mem::take(&mut self.superseded))
+    }
+
+    /// Ensures every pod-veth program of [`programs::PROGRAMS`] is attached to its hook of `host_ifname`
+    /// (adds clsact if missing). Idempotent; re-attaching atomically replaces the program of NovaNet's
+    /// existing filters. Returns the ifindex. The interface is looked up in the calling thread's namespace.
     pub fn attach_endpoint(&mut self, host_ifname: &str) -> Result<u32, DataplaneError> {
-        let prog = pod_ingress(&mut self.ebpf)?;
-        let index = tc::attach_pod_ingress(prog, host_ifname)?;
-        tracing::debug!(ifname = host_ifname, ifindex = index, "pod ingress attached");
+        let mut index = 0;
+        for (spec, hook) in programs::pod_veth_programs() {
+            index = tc::attach(classifier(&mut self.ebpf, spec)?, spec, hook, host_ifname)?;
+        }
+        tracing::debug!(ifname = host_ifname, ifindex = index, "pod programs attached");
         Ok(index)
     }
 
-    /// Whether NovaNet's pod filter is on tc ingress of `host_ifname` (calling thread's namespace).
+    /// Whether all of NovaNet's pod-veth filters are on `host_ifname` (calling thread's namespace).
     pub fn is_attached(&self, host_ifname: &str) -> Result<bool, DataplaneError> {
-        tc::pod_ingress_attached(host_ifname)
+        for (spec, hook) in programs::pod_veth_programs() {
+            if !tc::is_attached(spec, hook, host_ifname)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes NovaNet's pod-veth filters from `host_ifname`, so its programs stop running there.
+    /// `Ok(false)` when there were none or the interface is gone.
+    pub fn detach_endpoint(host_ifname: &str) -> Result<bool, DataplaneError> {
+        let mut any = false;
+        for (spec, hook) in programs::pod_veth_programs() {
+            any |= tc::detach(spec, hook, host_ifname)?;
+        }
+        Ok(any)
+    }
+
+    /// The endpoint map (local pod address -> how to deliver to it), for its owner.
+    pub fn endpoint_map(&mut self) -> &mut BpfHashMap<EndpointKey, EndpointInfo> {
+        &mut self.endpoints
     }
 
     /// Inserts or replaces the endpoint for `ip`. [`DataplaneError::MapFull`] when the map is full.
     pub fn upsert_endpoint(&mut self, ip: Ipv4Addr, info: &EndpointInfo) -> Result<(), DataplaneError> {
-        maps::upsert_endpoint(&mut self.ebpf, ip, info)
+        self.endpoints.insert(&EndpointKey::from_octets(ip.octets()), info)
     }
 
-    /// Removes the endpoint for `ip`, and the flows the datapath remembered for it; `false` if there was
-    /// no endpoint.
+    /// Removes the endpoint for `ip`; `false` if there was none. Flows the datapath recorded for it are
+    /// not swept here (that would walk the whole flow map on every CNI DEL): [`NatFlows::sweep`] frees
+    /// them in the background, and until then they are harmless (a direct flow reusing their ends removes
+    /// them, and only flows between two local endpoints are ever consulted).
     pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<bool, DataplaneError> {
-        let removed = maps::remove_endpoint(&mut self.ebpf, ip)?;
-        maps::forget_flows(&mut self.ebpf, ip)?;
-        Ok(removed)
+        self.endpoints.remove(&EndpointKey::from_octets(ip.octets()))
     }
 
     /// All endpoints, sorted by address.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DataplaneError> {
-        maps::endpoints(&self.ebpf)
+        Ok(maps::sorted_endpoints(self.endpoints.entries()?))
     }
 
     /// Every [`Counter`], summed over CPUs, in [`Counter::ALL`] order.
     pub fn counters(&self) -> Result<Vec<(Counter, CounterValue)>, DataplaneError> {
-        maps::counters(&self.ebpf)
+        maps::counters(COUNTERS_MAP, &self.counters)
     }
 
-    /// Pod sides of the flows to non-local addresses the datapath remembers (see `NAT_FLOWS_MAP`), as
-    /// (pod address, pod port, IP protocol).
-    pub fn nat_flows(&self) -> Result<Vec<(Ipv4Addr, u16, u8)>, DataplaneError> {
-        maps::nat_flows(&self.ebpf)
+    /// A handle of its own on the flows between local pods that the stack delivered (for listing and for
+    /// the expiry sweep, which must not run under the endpoint manager's lock).
+    pub fn nat_flows(&self) -> Result<NatFlows, DataplaneError> {
+        NatFlows::open(&self.nat_flows_pin, &self.endpoints_pin)
     }
 
     /// `<bpffs_root>/novanet`.
@@ -120,23 +216,26 @@ impl Dataplane {
     pub fn unpin_all(bpffs_root: &Path) -> Result<(), DataplaneError> {
         pins::unpin_all(bpffs_root)
     }
-
-    /// Removes NovaNet's tc filter from `host_ifname` (uninstall), so its program stops running there.
-    /// `Ok(false)` when there was none or the interface is gone.
-    pub fn detach_endpoint(host_ifname: &str) -> Result<bool, DataplaneError> {
-        tc::detach_pod_ingress(host_ifname)
-    }
 }
 
-fn pod_ingress(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
-    let prog = ebpf
-        .program_mut(POD_INGRESS_PROG)
-        .ok_or(DataplaneError::MissingInObject { kind: "program", name: POD_INGRESS_PROG })?;
-    prog.try_into().map_err(program_err("not a tc classifier"))
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, DataplaneError> {
+    ebpf.map_mut(name).ok_or(DataplaneError::MissingInObject { kind: "map", name })
 }
 
-fn program_err(operation: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> DataplaneError {
-    move |source| DataplaneError::Program { program: POD_INGRESS_PROG, operation, source: Box::new(source) }
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, DataplaneError> {
+    ebpf.take_map(name).ok_or(DataplaneError::MissingInObject { kind: "map", name })
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, spec: &ProgramSpec) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    let prog = ebpf.program_mut(spec.name).ok_or(DataplaneError::MissingInObject { kind: "program", name: spec.name })?;
+    prog.try_into().map_err(program_err(spec.name, "not a tc classifier"))
+}
+
+fn program_err(
+    program: &'static str,
+    operation: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> DataplaneError {
+    move |source| DataplaneError::Program { program, operation, source: Box::new(source) }
 }
 
 #[cfg(test)]

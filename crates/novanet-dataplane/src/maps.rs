@@ -1,16 +1,27 @@
-//! Typed access to the pinned maps.
+//! Typed map handles behind one small trait, so each manager (endpoints, and later policy, tunnels,
+//! services) owns the maps it writes and its tests can use [`crate::MemMap`] instead, with faults injected.
 
 use std::net::Ipv4Addr;
 
-use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
-use novanet_common::{
-    COUNTERS_MAP, Counter, CounterValue, ENDPOINTS_MAP, EndpointInfo, EndpointKey, FlowKey, MAX_ENDPOINTS, NAT_FLOWS_MAP,
-};
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
+use novanet_common::{Counter, CounterValue};
 
 use crate::DataplaneError;
 
-fn map_err(map: &'static str, operation: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+/// A key/value map of the datapath (an eBPF hash map, or an in-memory stand-in in tests).
+pub trait MapHandle<K, V>: Send {
+    /// The map's name (`novanet_common::*_MAP`).
+    fn name(&self) -> &'static str;
+    fn get(&self, key: &K) -> Result<Option<V>, DataplaneError>;
+    /// Inserts or replaces; [`DataplaneError::MapFull`] when a new key does not fit.
+    fn insert(&mut self, key: &K, value: &V) -> Result<(), DataplaneError>;
+    /// Removes `key`; `false` when it was not there.
+    fn remove(&mut self, key: &K) -> Result<bool, DataplaneError>;
+    /// Every entry, in the map's order.
+    fn entries(&self) -> Result<Vec<(K, V)>, DataplaneError>;
+}
+
+pub(crate) fn map_err(map: &'static str, operation: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, operation, source: Box::new(source) }
 }
 
@@ -21,100 +32,94 @@ fn errno(e: &MapError) -> Option<i32> {
     }
 }
 
-fn endpoints_mut(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, EndpointKey, EndpointInfo>, DataplaneError> {
-    let map =
-        ebpf.map_mut(ENDPOINTS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: ENDPOINTS_MAP })?;
-    HashMap::try_from(map).map_err(map_err(ENDPOINTS_MAP, "opening"))
+/// An eBPF hash or LRU hash map with typed keys and values.
+pub struct BpfHashMap<K, V> {
+    name: &'static str,
+    max_entries: u32,
+    map: HashMap<MapData, K, V>,
 }
 
-fn endpoints_ref(ebpf: &Ebpf) -> Result<HashMap<&MapData, EndpointKey, EndpointInfo>, DataplaneError> {
-    let map = ebpf.map(ENDPOINTS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: ENDPOINTS_MAP })?;
-    HashMap::try_from(map).map_err(map_err(ENDPOINTS_MAP, "opening"))
-}
+impl<K: aya::Pod, V: aya::Pod> BpfHashMap<K, V> {
+    /// Wraps a map taken from the loaded object.
+    pub(crate) fn new(name: &'static str, max_entries: u32, map: Map) -> Result<Self, DataplaneError> {
+        Ok(Self { name, max_entries, map: HashMap::try_from(map).map_err(map_err(name, "opening"))? })
+    }
 
-pub(crate) fn upsert_endpoint(ebpf: &mut Ebpf, ip: Ipv4Addr, info: &EndpointInfo) -> Result<(), DataplaneError> {
-    let mut map = endpoints_mut(ebpf)?;
-    map.insert(EndpointKey::from_octets(ip.octets()), info, 0).map_err(|e| {
-        if errno(&e) == Some(libc::E2BIG) {
-            DataplaneError::MapFull { map: ENDPOINTS_MAP, max_entries: MAX_ENDPOINTS }
-        } else {
-            map_err(ENDPOINTS_MAP, "inserting")(e)
-        }
-    })
-}
+    /// Opens the map pinned at `path` (a second handle on a map the loaded object uses).
+    pub(crate) fn open_pinned(
+        name: &'static str,
+        max_entries: u32,
+        path: &std::path::Path,
+        lru: bool,
+    ) -> Result<Self, DataplaneError> {
+        let data = MapData::from_pin(path).map_err(map_err(name, "opening the pin"))?;
+        let map = if lru { Map::LruHashMap(data) } else { Map::HashMap(data) };
+        Self::new(name, max_entries, map)
+    }
 
-pub(crate) fn remove_endpoint(ebpf: &mut Ebpf, ip: Ipv4Addr) -> Result<bool, DataplaneError> {
-    let mut map = endpoints_mut(ebpf)?;
-    match map.remove(&EndpointKey::from_octets(ip.octets())) {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(map_err(ENDPOINTS_MAP, "removing")(e)),
+    /// The keys only (cheaper than [`MapHandle::entries`] for big maps).
+    pub fn keys(&self) -> Result<Vec<K>, DataplaneError> {
+        self.map.keys().map(|k| k.map_err(map_err(self.name, "iterating"))).collect()
     }
 }
 
-/// Removes every flow of `ip` from [`NAT_FLOWS_MAP`] (its endpoint is going away); returns how many.
-pub(crate) fn forget_flows(ebpf: &mut Ebpf, ip: Ipv4Addr) -> Result<usize, DataplaneError> {
-    let map =
-        ebpf.map_mut(NAT_FLOWS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: NAT_FLOWS_MAP })?;
-    let mut flows: HashMap<&mut MapData, FlowKey, u32> =
-        HashMap::try_from(map).map_err(map_err(NAT_FLOWS_MAP, "opening"))?;
-    let wanted = u32::from_ne_bytes(ip.octets());
-    let mut keys = Vec::new();
-    for key in flows.keys() {
-        let key = key.map_err(map_err(NAT_FLOWS_MAP, "iterating"))?;
-        if key.ip == wanted {
-            keys.push(key);
+impl<K: aya::Pod + Send, V: aya::Pod + Send> MapHandle<K, V> for BpfHashMap<K, V> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn get(&self, key: &K) -> Result<Option<V>, DataplaneError> {
+        match self.map.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(map_err(self.name, "reading")(e)),
         }
     }
-    let mut removed = 0;
-    for key in keys {
-        match flows.remove(&key) {
-            Ok(()) => removed += 1,
-            // Evicted by the LRU meanwhile.
-            Err(MapError::KeyNotFound) => {}
-            Err(e) if errno(&e) == Some(libc::ENOENT) => {}
-            Err(e) => return Err(map_err(NAT_FLOWS_MAP, "removing")(e)),
+
+    fn insert(&mut self, key: &K, value: &V) -> Result<(), DataplaneError> {
+        self.map.insert(key, value, 0).map_err(|e| {
+            if errno(&e) == Some(libc::E2BIG) {
+                DataplaneError::MapFull { map: self.name, max_entries: self.max_entries }
+            } else {
+                map_err(self.name, "inserting")(e)
+            }
+        })
+    }
+
+    fn remove(&mut self, key: &K) -> Result<bool, DataplaneError> {
+        match self.map.remove(key) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(map_err(self.name, "removing")(e)),
         }
     }
-    Ok(removed)
+
+    fn entries(&self) -> Result<Vec<(K, V)>, DataplaneError> {
+        self.map.iter().map(|e| e.map_err(map_err(self.name, "iterating"))).collect()
+    }
 }
 
-pub(crate) fn endpoints(ebpf: &Ebpf) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DataplaneError> {
-    let map = endpoints_ref(ebpf)?;
-    let mut out = Vec::new();
-    for entry in map.iter() {
-        let (key, info) = entry.map_err(map_err(ENDPOINTS_MAP, "iterating"))?;
-        out.push((Ipv4Addr::from(key.octets()), info));
-    }
+/// The endpoint map's entries as addresses, sorted.
+pub(crate) fn sorted_endpoints<V>(entries: Vec<(novanet_common::EndpointKey, V)>) -> Vec<(Ipv4Addr, V)> {
+    let mut out: Vec<_> = entries.into_iter().map(|(k, v)| (Ipv4Addr::from(k.octets()), v)).collect();
     out.sort_by_key(|(ip, _)| *ip);
-    Ok(out)
+    out
 }
 
-pub(crate) fn counters(ebpf: &Ebpf) -> Result<Vec<(Counter, CounterValue)>, DataplaneError> {
-    let map = ebpf.map(COUNTERS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: COUNTERS_MAP })?;
-    let array: PerCpuArray<&MapData, CounterValue> =
-        PerCpuArray::try_from(map).map_err(map_err(COUNTERS_MAP, "opening"))?;
+/// Every [`Counter`], summed over CPUs, in [`Counter::ALL`] order.
+pub(crate) fn counters(
+    name: &'static str,
+    array: &PerCpuArray<MapData, CounterValue>,
+) -> Result<Vec<(Counter, CounterValue)>, DataplaneError> {
     Counter::ALL
         .iter()
         .map(|&counter| {
-            let per_cpu = array.get(&(counter as u32), 0).map_err(map_err(COUNTERS_MAP, "reading"))?;
+            let per_cpu = array.get(&(counter as u32), 0).map_err(map_err(name, "reading"))?;
             Ok((counter, sum(per_cpu.iter())))
         })
         .collect()
-}
-
-/// The flows of [`NAT_FLOWS_MAP`] as (pod address, pod port in host order, IP protocol), sorted.
-pub(crate) fn nat_flows(ebpf: &Ebpf) -> Result<Vec<(Ipv4Addr, u16, u8)>, DataplaneError> {
-    let map = ebpf.map(NAT_FLOWS_MAP).ok_or(DataplaneError::MissingInObject { kind: "map", name: NAT_FLOWS_MAP })?;
-    let flows: HashMap<&MapData, FlowKey, u32> = HashMap::try_from(map).map_err(map_err(NAT_FLOWS_MAP, "opening"))?;
-    let mut out = Vec::new();
-    for key in flows.keys() {
-        let key = key.map_err(map_err(NAT_FLOWS_MAP, "iterating"))?;
-        out.push((Ipv4Addr::from(key.ip.to_ne_bytes()), u16::from_be(key.port), key.proto));
-    }
-    out.sort_unstable();
-    Ok(out)
 }
 
 /// Sums per-CPU slots (wrapping, like the kernel-side counters themselves).
@@ -128,6 +133,8 @@ pub(crate) fn sum<'a>(slots: impl Iterator<Item = &'a CounterValue>) -> CounterV
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
+    use novanet_common::EndpointKey;
+
     use super::*;
 
     #[test]

@@ -38,11 +38,25 @@ pub(crate) struct TcFilter {
     pub bpf_prog_id: Option<u32>,
 }
 
-/// Lists the filters on the clsact ingress hook of `ifindex` (empty if there is no clsact qdisc).
-pub(crate) fn ingress_filters(ifindex: u32) -> io::Result<Vec<TcFilter>> {
+/// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)`: the clsact egress hook.
+pub(crate) const CLSACT_EGRESS_PARENT: u32 = 0xFFFF_FFF3;
+
+/// A clsact hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hook {
+    Ingress,
+    Egress,
+}
+
+/// Lists the filters on a clsact hook of `ifindex` (empty if there is no clsact qdisc).
+pub(crate) fn filters(ifindex: u32, hook: Hook) -> io::Result<Vec<TcFilter>> {
+    let parent = match hook {
+        Hook::Ingress => CLSACT_INGRESS_PARENT,
+        Hook::Egress => CLSACT_EGRESS_PARENT,
+    };
     let sock = open_route_socket()?;
     let seq = 1;
-    let req = dump_request(ifindex, CLSACT_INGRESS_PARENT, seq);
+    let req = dump_request(ifindex, parent, seq);
     // SAFETY: `req` is a valid buffer of `req.len()` bytes for the duration of the call.
     let sent = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
     if sent < 0 {

@@ -1,54 +1,17 @@
-//! The pin directory `<bpffs root>/novanet`: checks before adopting pinned maps, the program pin, removal.
+//! The pin directory `<bpffs root>/novanet`: creation, program pins, removal. (Map pins: `layout.rs`.)
 
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{MapInfo, MapType};
 use aya::programs::SchedClassifier;
-use novanet_common::{
-    COUNTERS_MAP, Counter, CounterValue, ENDPOINTS_MAP, EndpointInfo, EndpointKey, FlowKey, MAX_ENDPOINTS, MAX_NAT_FLOWS,
-    NAT_FLOWS_MAP, PIN_DIR,
-};
+use novanet_common::PIN_DIR;
 
 use crate::DataplaneError;
 
 /// `BPF_FS_MAGIC` from `linux/magic.h`.
 const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
-
-/// The shape of one pinned map, as this build creates it.
-struct MapShape {
-    name: &'static str,
-    map_type: MapType,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-}
-
-const PINNED_MAPS: [MapShape; 3] = [
-    MapShape {
-        name: ENDPOINTS_MAP,
-        map_type: MapType::Hash,
-        key_size: size_of::<EndpointKey>() as u32,
-        value_size: size_of::<EndpointInfo>() as u32,
-        max_entries: MAX_ENDPOINTS,
-    },
-    MapShape {
-        name: COUNTERS_MAP,
-        map_type: MapType::PerCpuArray,
-        key_size: size_of::<u32>() as u32,
-        value_size: size_of::<CounterValue>() as u32,
-        max_entries: Counter::COUNT,
-    },
-    MapShape {
-        name: NAT_FLOWS_MAP,
-        map_type: MapType::LruHash,
-        key_size: size_of::<FlowKey>() as u32,
-        value_size: size_of::<u32>() as u32,
-        max_entries: MAX_NAT_FLOWS,
-    },
-];
 
 /// `<bpffs_root>/novanet`.
 pub(crate) fn pin_dir(bpffs_root: &Path) -> PathBuf {
@@ -81,37 +44,6 @@ fn is_bpffs(path: &Path) -> Result<bool, DataplaneError> {
     }
     #[allow(clippy::unnecessary_cast, reason = "f_type is i64 on x86_64 but not on every target")]
     Ok(buf.f_type as i64 == BPF_FS_MAGIC)
-}
-
-/// Refuses to adopt a pinned map whose type, key, value or size differ from this build's: aya would
-/// adopt it blindly, and the programs and the agent would then read each other's bytes wrongly.
-pub(crate) fn check_pinned_maps(pin_dir: &Path) -> Result<(), DataplaneError> {
-    for shape in &PINNED_MAPS {
-        let path = pin_dir.join(shape.name);
-        if !path.exists() {
-            continue;
-        }
-        let info = MapInfo::from_pin(&path).map_err(|source| DataplaneError::Map {
-            map: shape.name,
-            operation: "reading the pinned map's info",
-            source: Box::new(source),
-        })?;
-        let found_type = info.map_type().ok();
-        let mismatch = [
-            (found_type != Some(shape.map_type)).then(|| format!("type {found_type:?}, want {:?}", shape.map_type)),
-            (info.key_size() != shape.key_size)
-                .then(|| format!("key size {}, want {}", info.key_size(), shape.key_size)),
-            (info.value_size() != shape.value_size)
-                .then(|| format!("value size {}, want {}", info.value_size(), shape.value_size)),
-            (info.max_entries() != shape.max_entries)
-                .then(|| format!("max entries {}, want {}", info.max_entries(), shape.max_entries)),
-        ];
-        let detail: Vec<String> = mismatch.into_iter().flatten().collect();
-        if !detail.is_empty() {
-            return Err(DataplaneError::IncompatiblePinnedMap { path, detail: detail.join(", ") });
-        }
-    }
-    Ok(())
 }
 
 /// Pins `prog` at `<pin_dir>/<name>`, atomically replacing an older pin (pin a temporary name, then

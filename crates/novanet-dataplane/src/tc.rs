@@ -1,4 +1,5 @@
-//! tc attachment of the pod program: legacy netlink `clsact` + `cls_bpf` filter (direct action).
+//! tc attachment of the programs of [`crate::programs::PROGRAMS`]: legacy netlink `clsact` + `cls_bpf`
+//! filter (direct action), one filter per program at the priority and handle its table entry gives.
 //!
 //! Why netlink and not tcx links: a netlink filter holds its own reference to the program, so it keeps
 //! running when the agent dies (even `kill -9`) with nothing pinned per interface, and it disappears with
@@ -11,14 +12,9 @@ use std::ffi::CString;
 
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
 use aya::programs::{Link, ProgramError, SchedClassifier, TcAttachType};
-use novanet_common::POD_INGRESS_PROG;
 
+use crate::programs::{ProgramSpec, TcHook};
 use crate::{DataplaneError, netlink};
-
-/// tc priority (`pref`) of NovaNet's filter: first on the hook.
-pub(crate) const FILTER_PRIORITY: u16 = 1;
-/// tc handle of NovaNet's filter within [`FILTER_PRIORITY`].
-pub(crate) const FILTER_HANDLE: u32 = 1;
 
 /// `if_nametoindex(3)` in the calling thread's network namespace.
 pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
@@ -29,33 +25,54 @@ pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
     if index == 0 { Err(not_found()) } else { Ok(index) }
 }
 
-/// Makes sure `prog` is NovaNet's filter on tc ingress of `ifname`, creating clsact and the filter if
+fn attach_type(hook: TcHook) -> TcAttachType {
+    match hook {
+        TcHook::Ingress => TcAttachType::Ingress,
+        TcHook::Egress => TcAttachType::Egress,
+    }
+}
+
+fn netlink_hook(hook: TcHook) -> netlink::Hook {
+    match hook {
+        TcHook::Ingress => netlink::Hook::Ingress,
+        TcHook::Egress => netlink::Hook::Egress,
+    }
+}
+
+/// The filters on `hook` of `ifname`.
+fn filters(ifname: &str, index: u32, hook: TcHook) -> Result<Vec<netlink::TcFilter>, DataplaneError> {
+    netlink::filters(index, netlink_hook(hook)).map_err(|e| {
+        gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e })
+    })
+}
+
+/// Makes sure `prog` is the filter of `spec` on `hook` of `ifname`, creating clsact and the filter if
 /// needed and replacing the program of an existing filter in place. Returns the ifindex.
-pub(crate) fn attach_pod_ingress(prog: &mut SchedClassifier, ifname: &str) -> Result<u32, DataplaneError> {
+pub(crate) fn attach(
+    prog: &mut SchedClassifier,
+    spec: &ProgramSpec,
+    hook: TcHook,
+    ifname: &str,
+) -> Result<u32, DataplaneError> {
     let index = ifindex(ifname)?;
     let attach_err = |operation: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
-        DataplaneError::Attach { program: POD_INGRESS_PROG, ifname: ifname.to_string(), operation, source }
+        DataplaneError::Attach { program: spec.name, ifname: ifname.to_string(), operation, source }
     };
     match tc::qdisc_add_clsact(ifname) {
         Ok(()) => {}
         Err(e) if tc_errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => return Err(gone_or(ifname, tc_errno(&e), attach_err("adding clsact", Box::new(e)))),
     }
-
-    let ours_exists = netlink::ingress_filters(index)
-        .map_err(|e| {
-            gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e })
-        })?
-        .iter()
-        .any(|f| f.priority == FILTER_PRIORITY && f.handle == FILTER_HANDLE);
-
+    let ours_exists =
+        filters(ifname, index, hook)?.iter().any(|f| f.priority == spec.tc_priority && f.handle == spec.tc_handle);
     let attached = if ours_exists {
-        replace(prog, ifname)
+        replace(prog, spec, hook, ifname)
     } else {
-        let options = NlOptions { priority: FILTER_PRIORITY, handle: TcHandle::from(FILTER_HANDLE), classid: None };
-        match prog.attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::Netlink(options)) {
+        let options =
+            NlOptions { priority: spec.tc_priority, handle: TcHandle::from(spec.tc_handle), classid: None };
+        match prog.attach_with_options(ifname, attach_type(hook), TcAttachOptions::Netlink(options)) {
             // Someone attached between our dump and our create: replace theirs.
-            Err(e) if program_errno(&e) == Some(libc::EEXIST) => replace(prog, ifname),
+            Err(e) if program_errno(&e) == Some(libc::EEXIST) => replace(prog, spec, hook, ifname),
             other => other,
         }
     };
@@ -70,48 +87,46 @@ pub(crate) fn attach_pod_ingress(prog: &mut SchedClassifier, ifname: &str) -> Re
     Ok(index)
 }
 
-fn replace(prog: &mut SchedClassifier, ifname: &str) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
-    let link = SchedClassifierLink::attached(
-        ifname,
-        TcAttachType::Ingress,
-        FILTER_PRIORITY,
-        TcHandle::from(FILTER_HANDLE),
-        None,
-    )
-    .map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
+fn existing_link(spec: &ProgramSpec, hook: TcHook, ifname: &str) -> std::io::Result<SchedClassifierLink> {
+    SchedClassifierLink::attached(ifname, attach_type(hook), spec.tc_priority, TcHandle::from(spec.tc_handle), None)
+}
+
+fn replace(
+    prog: &mut SchedClassifier,
+    spec: &ProgramSpec,
+    hook: TcHook,
+    ifname: &str,
+) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
+    let link = existing_link(spec, hook, ifname).map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
     prog.attach_to_link(link)
 }
 
-/// Whether NovaNet's filter (any build of `novanet_pod_ingress`) is on tc ingress of `ifname`.
-pub(crate) fn pod_ingress_attached(ifname: &str) -> Result<bool, DataplaneError> {
+/// Whether the filter of `spec` (any build of its program) is on `hook` of `ifname`.
+pub(crate) fn is_attached(spec: &ProgramSpec, hook: TcHook, ifname: &str) -> Result<bool, DataplaneError> {
     let index = ifindex(ifname)?;
-    let filters = netlink::ingress_filters(index).map_err(|e| {
-        gone_or(ifname, e.raw_os_error(), DataplaneError::Netlink { operation: "listing tc filters", source: e })
-    })?;
-    Ok(filters.iter().any(|f| {
-        f.priority == FILTER_PRIORITY
-            && f.handle == FILTER_HANDLE
+    Ok(filters(ifname, index, hook)?.iter().any(|f| {
+        f.priority == spec.tc_priority
+            && f.handle == spec.tc_handle
             && f.kind == "bpf"
-            && f.bpf_name.as_deref() == Some(POD_INGRESS_PROG)
+            && f.bpf_name.as_deref() == Some(spec.name)
     }))
 }
 
-/// Removes NovaNet's filter from tc ingress of `ifname` (uninstall). `Ok(false)` when it is not there or
-/// the interface is gone; other filters on the hook are left alone.
-pub(crate) fn detach_pod_ingress(ifname: &str) -> Result<bool, DataplaneError> {
-    match pod_ingress_attached(ifname) {
+/// Removes the filter of `spec` from `hook` of `ifname`. `Ok(false)` when it is not there or the
+/// interface is gone; other filters on the hook are left alone.
+pub(crate) fn detach(spec: &ProgramSpec, hook: TcHook, ifname: &str) -> Result<bool, DataplaneError> {
+    match is_attached(spec, hook, ifname) {
         Ok(true) => {}
         Ok(false) | Err(DataplaneError::InterfaceNotFound { .. }) => return Ok(false),
         Err(e) => return Err(e),
     }
     let detach_err = |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
-        program: POD_INGRESS_PROG,
+        program: spec.name,
         ifname: ifname.to_string(),
         operation: "detaching the filter",
         source,
     };
-    let link = SchedClassifierLink::attached(ifname, TcAttachType::Ingress, FILTER_PRIORITY, TcHandle::from(FILTER_HANDLE), None)
-        .map_err(|e| detach_err(Box::new(e)))?;
+    let link = existing_link(spec, hook, ifname).map_err(|e| detach_err(Box::new(e)))?;
     match link.detach() {
         Ok(()) => Ok(true),
         Err(e) if program_errno(&e) == Some(libc::ENODEV) => Ok(false),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bpffs::TestBpffs;
 use netns::{ChildGuard, NetNs, unique_prefix};
+use novanet_dataplane::layout::{Carry, MAPS, MapShape, MapSpec, PastLayout};
 use novanet_dataplane::{Counter, Dataplane, DataplaneError, EndpointInfo};
 
 /// One pod: its namespace, host-side veth name, address and MACs.
@@ -114,8 +115,12 @@ fn filter_prog_ids(node: &NetNs, ifname: &str) -> Vec<u32> {
 
 /// Loads a dataplane (from a thread in the node namespace), attaches both pods and upserts both endpoints.
 fn load_and_wire(lab: &Lab, bpffs: &TestBpffs) -> Dataplane {
+    load_and_wire_with(lab, bpffs, &MAPS)
+}
+
+fn load_and_wire_with(lab: &Lab, bpffs: &TestBpffs, maps: &[MapSpec]) -> Dataplane {
     lab.node.in_ns(|| {
-        let mut dp = Dataplane::load(bpffs.path()).unwrap();
+        let mut dp = Dataplane::load_with(bpffs.path(), maps).unwrap();
         for pod in [&lab.a, &lab.b] {
             let index = dp.attach_endpoint(&pod.host_if).unwrap();
             dp.upsert_endpoint(pod.ip, &pod.endpoint(index)).unwrap();
@@ -212,4 +217,70 @@ fn attach_is_idempotent_detach_removes_it_and_the_filter_vanishes_with_the_veth(
         let err = dp.attach_endpoint("nosuchif0").unwrap_err();
         assert!(matches!(err, DataplaneError::InterfaceNotFound { .. }), "{err:?}");
     });
+}
+
+/// A build whose endpoint map has another layout (here: another size, as version 2) takes over from the
+/// running one while a fast ping runs: the new map is filled from the old before the new programs replace
+/// the old ones on the filters, so not one reply is lost; the old pin goes once all are replaced.
+#[test]
+fn an_upgrade_to_a_changed_map_layout_takes_over_without_losing_a_ping() {
+    const SMALL: u32 = 1024;
+    let endpoints = MAPS[0];
+    assert_eq!(endpoints.name, "NOVANET_ENDPOINTS");
+    let mut old = MAPS;
+    old[0] = MapSpec { version: 1, shape: MapShape { max_entries: SMALL, ..endpoints.shape }, past: &[], ..endpoints };
+    const PAST: [PastLayout; 1] = [PastLayout {
+        version: 1,
+        shape: MapShape { max_entries: SMALL, ..MAPS[0].shape },
+        carry: Carry::Entries,
+    }];
+    let mut new = MAPS;
+    new[0] = MapSpec { version: 2, past: &PAST, ..endpoints };
+
+    let bpffs = TestBpffs::new();
+    let lab = Lab::new();
+    let dp = load_and_wire_with(&lab, &bpffs, &old);
+    assert!(lab.ping(&lab.a, &lab.b, 1));
+    let flood = lab.a.ns.command(&["ping", "-c", "100", "-i", "0.02", "-W", "1", &lab.b.ip.to_string()]);
+    let mut flood = ChildGuard(flood_spawn(flood));
+    std::thread::sleep(Duration::from_millis(400));
+    drop(dp);
+    let mut dp = lab.node.in_ns(|| {
+        let mut dp = Dataplane::load_with(bpffs.path(), &new).unwrap();
+        assert_eq!(dp.superseded().len(), 1, "{:?}", dp.superseded());
+        for pod in [&lab.a, &lab.b] {
+            dp.attach_endpoint(&pod.host_if).unwrap();
+        }
+        dp
+    });
+    assert_eq!(dp.endpoints().unwrap().len(), 2, "the entries were carried into the new layout");
+    let removed = dp.finish_upgrade().unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(!removed[0].path.exists(), "the old pin is gone");
+    assert!(bpffs.path().join("novanet/NOVANET_ENDPOINTS_v2").exists());
+    let out = wait_output(&mut flood);
+    assert!(out.contains("100 packets transmitted, 100 received"), "no loss across the upgrade:\n{out}");
+    assert!(lab.ping(&lab.b, &lab.a, 2), "the new programs forward with the new map");
+}
+
+/// A pod that sends with an address that is not its own (another pod's, or one it added itself) gets
+/// nothing through; the drops are counted with their reason.
+#[test]
+fn a_pod_forging_its_source_address_is_dropped() {
+    let bpffs = TestBpffs::new();
+    let lab = Lab::new();
+    let dp = load_and_wire(&lab, &bpffs);
+    assert!(lab.ping(&lab.a, &lab.b, 1));
+    let b = lab.b.ip.to_string();
+    // An address of its own choosing, to pod B; pod B's own address, to elsewhere (pod A would answer
+    // itself if it pinged pod B with pod B's address).
+    for (forged, to) in [("10.244.0.99", b.as_str()), ("10.244.0.11", "10.244.0.50")] {
+        lab.a.ns.ok(&["ip", "addr", "add", &format!("{forged}/32"), "dev", "eth0"]);
+        let before = packets(&dp, Counter::DropSpoofedSource);
+        let out = lab.a.ns.run(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", forged, to]);
+        assert!(!out.status.success(), "a ping from forged source {forged} got an answer");
+        assert!(packets(&dp, Counter::DropSpoofedSource) >= before + 2, "drops of {forged} are counted");
+        lab.a.ns.ok(&["ip", "addr", "del", &format!("{forged}/32"), "dev", "eth0"]);
+    }
+    assert!(lab.ping(&lab.a, &lab.b, 1), "its own address still works");
 }

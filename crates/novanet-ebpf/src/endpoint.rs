@@ -5,13 +5,9 @@ use aya_ebpf::{
     helpers::generated::bpf_redirect_peer,
     programs::TcContext,
 };
-use novanet_common::{Counter, EndpointInfo, EndpointKey, FlowKey};
+use novanet_common::{Counter, EndpointInfo, EndpointKey};
 
-use crate::{
-    counters::count,
-    maps::{ENDPOINTS, NAT_FLOWS},
-    packet::Ipv4Frame,
-};
+use crate::{counters::count, flows, maps::ENDPOINTS, packet::Ipv4Frame};
 
 /// What to do with a frame a pod sent (tc ingress of its host-side veth).
 #[inline(always)]
@@ -20,10 +16,13 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         count(ctx, Counter::PassNonIpv4);
         return TC_ACT_OK as i32;
     };
+    // Anti-spoofing: the source must be the endpoint of the interface the frame came from. Also keeps forged
+    // flows out of the NAT-flow map and, later, forged identities out of policy.
+    if !sent_by_its_endpoint(ctx, frame.saddr) {
+        count(ctx, Counter::DropSpoofedSource);
+        return TC_ACT_SHOT as i32;
+    }
     let Some(info) = lookup(frame.daddr) else {
-        if let Some(ports) = frame.ports.filter(|p| p.opens) {
-            remember_flow(FlowKey { ip: frame.saddr, port: ports.sport, proto: ports.proto, _pad: 0 });
-        }
         count(ctx, Counter::PassToStack);
         return TC_ACT_OK as i32;
     };
@@ -39,39 +38,57 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     redirect_to_pod(ctx, info.host_ifindex)
 }
 
-/// Notes the pod side of a TCP/UDP flow the pod opens towards a non-local address, which the stack may
-/// translate (a Service address DNATed by kube-proxy to a pod of this node). Only flows the pod opens (a
-/// TCP SYN, any UDP datagram): a server pod answering a non-local client must not mark its listening port,
-/// or local clients' requests to it would take the stack while its answers take the fast path, and
-/// conntrack (kube-proxy drops what it finds INVALID) would see half a connection. A lookup first: known
-/// flows cost no update.
+/// What to do with a frame the node's stack delivers to a pod (tc egress of its host-side veth): it
+/// always goes on to the pod; a flow one local pod opens towards another through the stack (a Service
+/// address DNATed to this pod, a hostPort) is recorded, so the answers take the stack too.
 #[inline(always)]
-fn remember_flow(key: FlowKey) {
-    if NAT_FLOWS.get_ptr(key).is_none() {
-        // A full LRU map evicts its least recently used entry; failure leaves the flow on the fast path.
-        let _ = NAT_FLOWS.insert(key, 1, 0);
+pub fn to_pod(ctx: &TcContext) -> i32 {
+    count(ctx, Counter::DeliverFromStack);
+    let Some(frame) = Ipv4Frame::parse(ctx) else {
+        return TC_ACT_OK as i32;
+    };
+    if let Some(ports) = frame.ports.filter(|p| p.opens)
+        && lookup(frame.saddr).is_some()
+    {
+        flows::record(frame.saddr, frame.daddr, &ports);
     }
+    TC_ACT_OK as i32
+}
+
+/// Whether `saddr` is the address of the endpoint whose host veth the frame arrived on.
+#[inline(always)]
+fn sent_by_its_endpoint(ctx: &TcContext, saddr: u32) -> bool {
+    // SAFETY: `skb` is the program's context pointer, valid for the whole run; `ifindex` is a readable
+    // field of `__sk_buff` for tc programs.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    matches!(lookup(saddr), Some(own) if own.host_ifindex == ifindex)
 }
 
 /// Whether a frame for a local pod must go through the node's stack rather than straight to the pod: it
-/// answers a flow the stack may have translated (conntrack must undo the DNAT, or the client would get a
-/// reply from the backend's own address), or it is a fragment or has IP options (the stack reassembles
-/// and tracks those). Direct pod-to-pod traffic stays on the fast path.
+/// answers a flow the stack delivered (conntrack must undo the DNAT, or the client would get a reply from
+/// the backend's own address), or it is a fragment or has IP options (the stack reassembles and tracks
+/// those). Direct pod-to-pod traffic stays on the fast path; a direct flow that reuses the ends of one the
+/// stack delivered ends that one.
 #[inline(always)]
 fn needs_stack(frame: &Ipv4Frame) -> bool {
     if !frame.plain {
         return true;
     }
     match frame.ports {
-        Some(p) => NAT_FLOWS.get_ptr(FlowKey { ip: frame.daddr, port: p.dport, proto: p.proto, _pad: 0 }).is_some(),
+        Some(p) => {
+            if p.opens {
+                flows::forget_direct(frame.saddr, frame.daddr, &p);
+            }
+            flows::answers_stack_flow(frame.saddr, frame.daddr, &p)
+        }
         None => false,
     }
 }
 
-/// Copies the endpoint entry for `daddr` out of the map (so a concurrent delete cannot change it under us).
+/// Copies the endpoint entry for `addr` out of the map (so a concurrent delete cannot change it under us).
 #[inline(always)]
-fn lookup(daddr: u32) -> Option<EndpointInfo> {
-    let ptr = ENDPOINTS.get_ptr(EndpointKey { ip: daddr })?;
+fn lookup(addr: u32) -> Option<EndpointInfo> {
+    let ptr = ENDPOINTS.get_ptr(EndpointKey { ip: addr })?;
     // SAFETY: a non-null pointer from a hash lookup points at a whole `EndpointInfo` value; we copy it at
     // once. Preallocated hash elements may be reused by a concurrent update, which at worst gives a stale
     // but well-formed entry (all fields are plain integers).

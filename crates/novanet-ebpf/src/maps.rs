@@ -1,11 +1,14 @@
 //! The maps of the pod programs. Names must equal the `novanet_common::*_MAP` constants (the macro needs a
-//! literal; the dataplane's tests check the object against the constants). All are pinned by name.
+//! literal; the dataplane's tests check the object against the constants). The agent gives each its pin
+//! path (by layout version, see `novanet_common::*_MAP_VERSION`).
 
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
 };
-use novanet_common::{Counter, CounterValue, EndpointInfo, EndpointKey, FlowKey, MAX_ENDPOINTS, MAX_NAT_FLOWS};
+use novanet_common::{
+    Counter, CounterValue, EndpointInfo, EndpointKey, MAX_ENDPOINTS, MAX_NAT_FLOWS, NatFlowKey, NatFlowSeen,
+};
 
 /// `novanet_common::ENDPOINTS_MAP`: local pod IPv4 -> how to deliver to it.
 #[map(name = "NOVANET_ENDPOINTS")]
@@ -15,6 +18,6 @@ pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(MAX_E
 #[map(name = "NOVANET_COUNTERS")]
 pub static COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(Counter::COUNT, 0);
 
-/// `novanet_common::NAT_FLOWS_MAP`: pod sides of TCP/UDP flows to non-local addresses (value unused).
+/// `novanet_common::NAT_FLOWS_MAP`: flows between local pods that the node's stack delivered.
 #[map(name = "NOVANET_NAT_FLOWS")]
-pub static NAT_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::pinned(MAX_NAT_FLOWS, 0);
+pub static NAT_FLOWS: LruHashMap<NatFlowKey, NatFlowSeen> = LruHashMap::pinned(MAX_NAT_FLOWS, 0);
