@@ -4,11 +4,10 @@
 //! every object as a cluster would.
 //!
 //! Needs the binaries from `tools/build.sh` (helm, kubectl, and the control plane); without them each
-//! test prints `SKIPPED: ...` on stderr, uncaptured, and returns. The apiserver test needs root.
+//! test skips (`novanet_testkit::skip`: a failure under CI) and returns. The apiserver test needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +15,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{ok_stdout, run_with_stdin};
+use common::{ok_stdout, run_with_stdin, say};
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
 };
@@ -24,11 +23,6 @@ use novanet_lab::netns::{NetNs, unique_prefix};
 
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NAMESPACE: &str = "novanet-system";
-
-fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/novanet")
