@@ -16,6 +16,7 @@
 //!   namespaces do so on a dedicated OS thread (see the integration tests).
 //! - Maps may be read and written from any namespace: they are not tied to one.
 
+mod bpffs;
 mod error;
 mod maps;
 mod netlink;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
+pub use bpffs::is_bpffs;
 pub use error::DataplaneError;
 use novanet_common::POD_INGRESS_PROG;
 pub use novanet_common::{Counter, CounterValue, EndpointInfo};
