@@ -21,6 +21,8 @@ use novanet_lab::controlplane::{
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
 
+/// Helm values for native routing (the FRR sidecar).
+const NATIVE_ROUTING: [&str; 4] = ["--set", "config.routingMode=native", "--set", "routing.enabled=true"];
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NAMESPACE: &str = "novanet-system";
 
@@ -104,15 +106,7 @@ fn chart_lints_and_renders_with_default_and_native_routing() {
         "nodeName comes from NODE_NAME, not the config file"
     );
 
-    let native = render(
-        &bins,
-        &[
-            "--set",
-            "config.routingMode=native",
-            "--set",
-            "routing.enabled=true",
-        ],
-    );
+    let native = render(&bins, &NATIVE_ROUTING);
     assert!(native.contains("routingMode: native"));
     assert!(
         native.contains("- name: frr"),
@@ -205,15 +199,7 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
         "agent"
     );
 
-    let native = render(
-        &bins,
-        &[
-            "--set",
-            "config.routingMode=native",
-            "--set",
-            "routing.enabled=true",
-        ],
-    );
+    let native = render(&bins, &NATIVE_ROUTING);
     let applied = ok_stdout(
         "kubectl apply (native routing)",
         kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&native)),
