@@ -6,16 +6,16 @@ use std::path::Path;
 
 use anyhow::Context;
 use nix::mount::{MsFlags, mount};
-use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+use novanet_dataplane::is_bpffs;
 use tracing::info;
 
-pub fn is_bpffs(path: &Path) -> bool {
-    statfs(path).map(|s| s.filesystem_type() == BPF_FS_MAGIC).unwrap_or(false)
-}
-
 pub fn ensure_mounted(root: &Path) -> anyhow::Result<()> {
-    if is_bpffs(root) {
-        return Ok(());
+    match is_bpffs(root) {
+        Ok(true) => return Ok(()),
+        // Not there yet, or something else: make the directory and mount a bpffs on it.
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("statfs {}", root.display())),
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     mount(Some("bpf"), root, Some("bpf"), MsFlags::empty(), None::<&str>)

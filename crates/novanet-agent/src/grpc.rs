@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use novanet_api::v1::agent_server::{Agent, AgentServer};
 use novanet_api::v1::{self as api};
 use novanet_k8s::ClusterObjects;
-use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, TableError};
+use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, TableError, format_mac};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
@@ -59,10 +59,6 @@ fn attachment(a: Option<api::Attachment>) -> Result<AttachmentId, Status> {
 
 fn mac(bytes: &[u8], what: &str) -> Result<[u8; 6], Status> {
     bytes.try_into().map_err(|_| Status::invalid_argument(format!("{what} must be 6 bytes, got {}", bytes.len())))
-}
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn to_status(e: EndpointError) -> Status {

@@ -6,12 +6,14 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
+use nix::libc;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteScope};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteScope};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
@@ -38,21 +40,13 @@ impl NetlinkError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.errno(),
-            Some(libc_errno::ENODEV) | Some(libc_errno::ENOENT) | Some(libc_errno::ESRCH)
+            Some(libc::ENODEV) | Some(libc::ENOENT) | Some(libc::ESRCH)
         )
     }
 
     pub fn is_exists(&self) -> bool {
-        self.errno() == Some(libc_errno::EEXIST)
+        self.errno() == Some(libc::EEXIST)
     }
-}
-
-/// The few errno values the plugin tells apart (Linux numbering).
-pub mod libc_errno {
-    pub const ENOENT: i32 = 2;
-    pub const ESRCH: i32 = 3;
-    pub const EEXIST: i32 = 17;
-    pub const ENODEV: i32 = 19;
 }
 
 fn op_err(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
@@ -91,8 +85,6 @@ impl Drop for Netlink {
         self.connection.abort();
     }
 }
-
-const RT_TABLE_MAIN: u8 = 254;
 
 impl Netlink {
     /// A connection in the plugin's own (the node's) namespace. Needs a tokio runtime.
@@ -293,7 +285,7 @@ impl Netlink {
                     _ => {}
                 }
             }
-            if table == u32::from(RT_TABLE_MAIN) {
+            if table == u32::from(RouteHeader::RT_TABLE_MAIN) {
                 out.push(route);
             }
         }
@@ -326,7 +318,12 @@ impl Netlink {
         index: u32,
         ip: Ipv4Addr,
     ) -> Result<Option<(Vec<u8>, bool)>, NetlinkError> {
-        let mut stream = self.handle.neighbours().get().execute();
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
         while let Some(msg) = stream.try_next().await.map_err(op_err("list neighbours"))? {
             if msg.header.ifindex != index {
                 continue;
@@ -374,4 +371,38 @@ fn link_from(msg: &LinkMessage) -> Link {
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroI32;
+
+    use rtnetlink::packet_core::ErrorMessage;
+
+    use super::*;
+
+    fn kernel_said(errno: i32) -> NetlinkError {
+        let mut msg = ErrorMessage::default();
+        msg.code = NonZeroI32::new(-errno);
+        NetlinkError {
+            op: "test".into(),
+            source: rtnetlink::Error::NetlinkError(msg),
+        }
+    }
+
+    #[test]
+    fn errno_is_the_kernels_and_tells_gone_from_exists() {
+        assert_eq!(kernel_said(libc::EEXIST).errno(), Some(libc::EEXIST));
+        assert!(kernel_said(libc::EEXIST).is_exists());
+        for gone in [libc::ENODEV, libc::ENOENT, libc::ESRCH] {
+            assert!(kernel_said(gone).is_not_found(), "{gone}");
+            assert!(!kernel_said(gone).is_exists(), "{gone}");
+        }
+        assert!(!kernel_said(libc::EPERM).is_not_found());
+        let other = NetlinkError {
+            op: "test".into(),
+            source: rtnetlink::Error::RequestFailed,
+        };
+        assert_eq!(other.errno(), None);
+    }
 }

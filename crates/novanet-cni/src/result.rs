@@ -6,6 +6,7 @@
 
 use std::net::Ipv4Addr;
 
+use novanet_model::format_mac;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -221,14 +222,6 @@ fn ip_family(cidr: &str) -> &'static str {
     if cidr.contains(':') { "6" } else { "4" }
 }
 
-/// `aa:bb:cc:dd:ee:ff`, lower case, as the reference plugins print MACs.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 mod tests {
@@ -340,13 +333,5 @@ mod tests {
         assert_eq!(ips.len(), 1);
         assert_eq!(ips[0].address, "10.244.1.5/32");
         assert!(r.ips_of("eth1", "/run/netns/pod1").is_empty());
-    }
-
-    #[test]
-    fn mac_is_lower_case_colon_separated() {
-        assert_eq!(
-            format_mac(&[0xAB, 0xcd, 0, 1, 2, 0xff]),
-            "ab:cd:00:01:02:ff"
-        );
     }
 }

@@ -21,6 +21,7 @@
 //!   namespaces do so on a dedicated OS thread (see the integration tests).
 //! - Maps may be read and written from any namespace: they are not tied to one.
 
+mod bpffs;
 mod error;
 pub mod layout;
 mod maps;
@@ -39,6 +40,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
+pub use bpffs::is_bpffs;
 pub use error::DataplaneError;
 pub use maps::{BpfHashMap, MapHandle};
 pub use mem_map::{Faults, MapOp, MemMap};

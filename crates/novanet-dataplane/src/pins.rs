@@ -2,16 +2,12 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use aya::programs::SchedClassifier;
 use novanet_common::PIN_DIR;
 
 use crate::DataplaneError;
-
-/// `BPF_FS_MAGIC` from `linux/magic.h`.
-const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
 
 /// `<bpffs_root>/novanet`.
 pub(crate) fn pin_dir(bpffs_root: &Path) -> PathBuf {
@@ -20,7 +16,12 @@ pub(crate) fn pin_dir(bpffs_root: &Path) -> PathBuf {
 
 /// Creates the pin directory after checking that `bpffs_root` is a bpf filesystem.
 pub(crate) fn prepare_pin_dir(bpffs_root: &Path) -> Result<PathBuf, DataplaneError> {
-    if !is_bpffs(bpffs_root)? {
+    let bpffs = crate::is_bpffs(bpffs_root).map_err(|source| DataplaneError::PinDir {
+        operation: "statfs",
+        path: bpffs_root.to_path_buf(),
+        source,
+    })?;
+    if !bpffs {
         return Err(DataplaneError::NotBpffs { path: bpffs_root.to_path_buf() });
     }
     let dir = pin_dir(bpffs_root);
@@ -30,20 +31,6 @@ pub(crate) fn prepare_pin_dir(bpffs_root: &Path) -> Result<PathBuf, DataplaneErr
         source,
     })?;
     Ok(dir)
-}
-
-fn is_bpffs(path: &Path) -> Result<bool, DataplaneError> {
-    let stat_err = |source| DataplaneError::PinDir { operation: "statfs", path: path.to_path_buf(), source };
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| stat_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is NUL-terminated and `buf` is a valid, writable `statfs` for the call's duration.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
-        return Err(stat_err(io::Error::last_os_error()));
-    }
-    #[allow(clippy::unnecessary_cast, reason = "f_type is i64 on x86_64 but not on every target")]
-    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
 }
 
 /// Pins `prog` at `<pin_dir>/<name>`, atomically replacing an older pin (pin a temporary name, then

@@ -20,6 +20,9 @@ use bpffs::TestBpffs;
 use netns::{ChildGuard, NetNs, unique_prefix};
 use novanet_dataplane::layout::{Carry, MAPS, MapShape, MapSpec, PastLayout};
 use novanet_dataplane::{Counter, Dataplane, DataplaneError, EndpointInfo};
+#[allow(unused_imports, reason = "support/bpffs.rs uses it as crate::is_bpffs")]
+use novanet_dataplane::is_bpffs;
+use novanet_model::format_mac;
 
 /// One pod: its namespace, host-side veth name, address and MACs.
 struct Pod {
@@ -35,10 +38,6 @@ struct Lab {
     a: Pod,
     b: Pod,
     node: NetNs,
-}
-
-fn mac_str(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl Lab {
@@ -70,14 +69,14 @@ impl Pod {
             "add",
             &host_if,
             "address",
-            &mac_str(host_mac),
+            &format_mac(&host_mac),
             "type",
             "veth",
             "peer",
             "name",
             "eth0",
             "address",
-            &mac_str(pod_mac),
+            &format_mac(&pod_mac),
             "netns",
             ns_path.to_str().unwrap(),
         ]);
@@ -87,7 +86,7 @@ impl Pod {
         ns.ok(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
         ns.ok(&["ip", "route", "add", gw, "dev", "eth0", "scope", "link"]);
         ns.ok(&["ip", "route", "add", "default", "via", gw, "dev", "eth0"]);
-        ns.ok(&["ip", "neigh", "add", gw, "lladdr", &mac_str(host_mac), "dev", "eth0", "nud", "permanent"]);
+        ns.ok(&["ip", "neigh", "add", gw, "lladdr", &format_mac(&host_mac), "dev", "eth0", "nud", "permanent"]);
         Pod { ns, host_if, ip, pod_mac, host_mac }
     }
 

@@ -2,15 +2,14 @@
 //! kube-scheduler v1.34 from `tools/build.sh`, run by `novanet_lab::controlplane` in a network
 //! namespace of its own, reached through its 127.0.0.1 forwarder).
 //!
-//! Needs root (network namespaces). When the Kubernetes binaries are not built, each test prints
-//! `SKIPPED <test>: <why>` straight to stderr and returns; any other problem fails the test.
+//! Needs root (network namespaces). When the Kubernetes binaries are not built, each test skips
+//! (`novanet_testkit::skip`: a failure under CI) and returns; any other problem fails the test.
 //! The tests take a process-wide lock so only one control plane runs at a time (2-core machines).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -33,16 +32,11 @@ use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
+use novanet_testkit::say;
 
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NS: &str = "nn-k8s-test";
 static ONE_CONTROL_PLANE: Mutex<()> = Mutex::new(());
-
-/// Written straight to stderr: libtest captures `eprintln!` of passing tests.
-fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
 
 /// A namespace, a started control plane in it, and a tokio runtime. Processes die with this thread.
 struct Lab {

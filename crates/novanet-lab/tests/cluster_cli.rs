@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{ok_stdout, wait_for};
+use common::{namespaces_with_prefix, ok_stdout, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, bins_or_skip};
@@ -61,16 +61,6 @@ fn record(what: &str, pid: u32, out: &mut Vec<Recorded>) {
     if let Some(start) = start_time(pid) {
         out.push(Recorded { what: what.to_string(), pid, start });
     }
-}
-
-fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
 }
 
 /// A lab cluster started with `--detach`, and everything it recorded.
@@ -166,7 +156,7 @@ impl Detached {
         // Every namespace of the lab, and each node's cgroup root and mount tag (named after its namespace),
         // starts with `<prefix>-`.
         let prefix = format!("{}-", self.state.prefix);
-        assert!(netns_with_prefix(&prefix).is_empty(), "namespaces left: {:?}", netns_with_prefix(&prefix));
+        assert!(namespaces_with_prefix(&prefix).is_empty(), "namespaces left: {:?}", namespaces_with_prefix(&prefix));
         assert!(!self.state.dir.exists(), "{} left", self.state.dir.display());
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let dir = self.state.dir.display().to_string();

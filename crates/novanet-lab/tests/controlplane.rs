@@ -1,8 +1,8 @@
 //! The lab's genuine Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler built by `tools/build.sh`) in a namespace of its own, driven with a genuine kubectl.
 //!
-//! Needs root (network namespaces). Tests that need the Kubernetes binaries print `SKIPPED: ...` on
-//! stderr, uncaptured, and return when they are not built; the others always run.
+//! Needs root (network namespaces). Tests that need the Kubernetes binaries skip (a failure under CI)
+//! when they are not built; the others always run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 mod common;
 
-use common::{ok_stdout, run_with_stdin};
+use common::{ok_stdout, run_with_stdin, say};
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, ControlPlaneError, Forwarder,
     bins_or_skip,
@@ -24,12 +24,6 @@ use novanet_lab::controlplane::{
 use novanet_lab::netns::{NetNs, unique_prefix};
 
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-
-/// Written straight to the process's stderr: libtest captures `eprintln!` of passing tests.
-fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
 
 /// A fresh namespace with the control-plane address on its loopback.
 fn cp_namespace() -> NetNs {

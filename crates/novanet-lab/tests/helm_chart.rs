@@ -4,11 +4,10 @@
 //! every object as a cluster would.
 //!
 //! Needs the binaries from `tools/build.sh` (helm, kubectl, and the control plane); without them each
-//! test prints `SKIPPED: ...` on stderr, uncaptured, and returns. The apiserver test needs root.
+//! test skips (`novanet_testkit::skip`: a failure under CI) and returns. The apiserver test needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,19 +15,16 @@ use std::time::Instant;
 
 mod common;
 
-use common::{ok_stdout, run_with_stdin};
+use common::{ok_stdout, run_with_stdin, say};
 use novanet_lab::controlplane::{
     CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip,
 };
 use novanet_lab::netns::{NetNs, unique_prefix};
 
+/// Helm values for native routing (the FRR sidecar).
+const NATIVE_ROUTING: [&str; 4] = ["--set", "config.routingMode=native", "--set", "routing.enabled=true"];
 const CP_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const NAMESPACE: &str = "novanet-system";
-
-fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
 
 fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/novanet")
@@ -110,15 +106,7 @@ fn chart_lints_and_renders_with_default_and_native_routing() {
         "nodeName comes from NODE_NAME, not the config file"
     );
 
-    let native = render(
-        &bins,
-        &[
-            "--set",
-            "config.routingMode=native",
-            "--set",
-            "routing.enabled=true",
-        ],
-    );
+    let native = render(&bins, &NATIVE_ROUTING);
     assert!(native.contains("routingMode: native"));
     assert!(
         native.contains("- name: frr"),
@@ -211,15 +199,7 @@ fn rendered_chart_applies_to_a_genuine_apiserver() {
         "agent"
     );
 
-    let native = render(
-        &bins,
-        &[
-            "--set",
-            "config.routingMode=native",
-            "--set",
-            "routing.enabled=true",
-        ],
-    );
+    let native = render(&bins, &NATIVE_ROUTING);
     let applied = ok_stdout(
         "kubectl apply (native routing)",
         kubectl(&["apply", "--validate=strict", "-f", "-"], Some(&native)),

@@ -2,15 +2,18 @@
 //! with its own mount namespace, containerd 1.6, kubelet and kube-proxy. The kubelets register the Nodes;
 //! with a reference CNI (Debian's ptp + host-local, just for this test) the nodes go Ready and pods run
 //! with a locally built pause image; teardown leaves no process, mount, namespace or cgroup, and the host's
-//! sysctls as they were. Skips, loudly, only when binaries are missing.
+//! sysctls as they were. Skips (a failure under CI) only when binaries or host tools are missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{namespaces_with_prefix, ping, say};
 use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, ControlPlane, ControlPlaneConfig, bins_or_skip};
 use novanet_lab::kubenode::{self, HostSysctls, KubeNode, KubeNodeError, KubeNodeOptions, KubeNodeState};
 use novanet_lab::netns::{NetNs, unique_prefix};
@@ -29,12 +32,7 @@ spec: {podCIDR: 10.0.0.0/24}   # ignored: the controller-manager assigns pod CID
 const REFERENCE_PLUGINS: [&str; 4] = ["ptp", "host-local", "loopback", "portmap"];
 const REFERENCE_CNI_DIR: &str = "/usr/lib/cni";
 
-fn say(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// Host programs this test needs besides the Kubernetes binaries; prints why it skips.
+/// Host programs this test needs besides the Kubernetes binaries; skips the test when one is missing.
 fn host_or_skip(test: &str) -> bool {
     let mut missing = kubenode::missing_host_tools();
     for p in REFERENCE_PLUGINS {
@@ -48,7 +46,7 @@ fn host_or_skip(test: &str) -> bool {
         }
     }
     if !missing.is_empty() {
-        say(&format!("SKIPPED {test}: missing on the host: {}", missing.join(", ")));
+        novanet_testkit::skip_named(test, format_args!("missing on the host: {}", missing.join(", ")));
         return false;
     }
     true
@@ -150,16 +148,6 @@ fn install_reference_cni(kube: &KubeNode, pod_cidr: &str) {
         ],
     });
     std::fs::write(kube.host_path("/etc/cni/net.d/10-lab-ptp.conflist").unwrap(), conflist.to_string()).unwrap();
-}
-
-fn ping(mut cmd: Command, ip: Ipv4Addr) -> bool {
-    cmd.args(["-c", "1", "-W", "2", &ip.to_string()]).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect())
-        .unwrap_or_default()
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -318,7 +306,7 @@ fn two_real_nodes_register_run_pods_and_leave_nothing_behind() {
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&prefix), "mounts named after the lab: {mountinfo}");
-    assert!(netns_with_prefix(&prefix).is_empty(), "namespaces left: {:?}", netns_with_prefix(&prefix));
+    assert!(namespaces_with_prefix(&prefix).is_empty(), "namespaces left: {:?}", namespaces_with_prefix(&prefix));
     assert!(!lab_dir.exists(), "{} left", lab_dir.display());
     assert_eq!(HostSysctls::record(), sysctls_before, "host sysctls not as before");
     say(&format!(

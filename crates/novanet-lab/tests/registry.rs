@@ -4,16 +4,18 @@
 //! in the registry's namespace that knows the registry only as a mirror of docker.io / registry.k8s.io
 //! (`certs.d/<upstream>/hosts.toml`).
 //!
-//! Needs root. Prints `SKIPPED ...` (uncaptured) and passes only when the Go-built binaries are missing.
+//! Needs root. Skips (see `novanet_testkit::skip`) only when the Go-built binaries are missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::io::Write;
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{ok_stdout, say};
 use novanet_lab::controlplane::bins_or_skip;
 use novanet_lab::images::{self, ImageArchive};
 use novanet_lab::netns::{NetNs, unique_prefix};
@@ -25,21 +27,9 @@ use novanet_lab::registry::{
 const REGISTRY_IP: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 const REGISTRY_PORT: u16 = 5000;
 
-/// Written straight to the process's stderr: libtest captures `eprintln!` of passing tests.
-fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
+/// The stdout of a command that must have started and succeeded.
 fn ok(what: &str, out: std::io::Result<Output>) -> String {
-    let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ok_stdout(what, out.unwrap_or_else(|e| panic!("{what}: {e}")))
 }
 
 #[test]
@@ -198,9 +188,10 @@ fn a_registry_that_cannot_listen_fails_with_its_log() {
 fn check_agnhost_tag(bins: &Path, archives: &[ImageArchive]) {
     let e2e = bins.join("e2e.test");
     if !e2e.exists() {
-        say(
-            "NOTE registry test: e2e.test not built; agnhost tag not checked against --list-images",
-        );
+        novanet_testkit::skip(format_args!(
+            "e2e.test not built in {}: agnhost tag not checked against --list-images",
+            bins.display()
+        ));
         return;
     }
     let listed = ok(

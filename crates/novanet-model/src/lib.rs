@@ -7,6 +7,8 @@
 
 pub mod endpoints;
 pub mod ipam;
+mod mac;
 
 pub use endpoints::{Added, AttachmentId, PersistedTable, Endpoint, EndpointTable, NewEndpoint, PodRef, TableError};
 pub use ipam::{Ipam, IpamError};
+pub use mac::format_mac;

@@ -9,6 +9,7 @@
 use std::net::Ipv4Addr;
 
 use novanet_common::GATEWAY_V4;
+use novanet_model::format_mac;
 use tracing::{Instrument, info, info_span};
 
 use super::add::parse_v4;
@@ -19,7 +20,6 @@ use crate::env::AttachmentEnv;
 use crate::error::{CniError, ErrorCode};
 use crate::naming;
 use crate::netns::Netns;
-use crate::result::format_mac;
 
 pub async fn check(env: &AttachmentEnv, conf: &NetConf) -> Result<(), CniError> {
     let netns_path = env.netns.as_deref().ok_or_else(|| {

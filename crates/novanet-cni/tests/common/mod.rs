@@ -12,7 +12,8 @@ use serde_json::Value;
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_novanet-cni");
 
-/// Namespace tests need root and iproute2; elsewhere they are skipped with a note on stderr.
+/// Namespace tests need root, iproute2 and nsenter; elsewhere they are skipped (a failure under CI:
+/// see `novanet_testkit::skip`) and the caller returns.
 pub fn can_make_netns() -> bool {
     // /proc/self belongs to the effective user.
     let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
@@ -25,7 +26,9 @@ pub fn can_make_netns() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !(root && ip && nsenter) {
-        eprintln!("skipped: needs root, ip and nsenter (root={root}, ip={ip}, nsenter={nsenter})");
+        novanet_testkit::skip(format_args!(
+            "needs root, ip and nsenter (root={root}, ip={ip}, nsenter={nsenter})"
+        ));
     }
     root && ip && nsenter
 }

@@ -4,12 +4,13 @@
 //! Otherwise (some CI machines do not mount it) a private bpffs instance is mounted on a fresh
 //! `/tmp/novanet-test-<unique>` directory; each bpffs mount is a separate instance, so nothing outside the
 //! test sees its pins, and the guard unmounts it. `/sys/fs/bpf` itself is never mounted or changed.
+//!
+//! The check is the dataplane's own `is_bpffs`, reached as `crate::is_bpffs`: the dataplane's unit tests
+//! have it at their crate root; an integration test imports `novanet_dataplane::is_bpffs` at its root.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-
-const BPF_FS_MAGIC: i64 = 0xCAFE_4A11;
 
 pub struct TestBpffs {
     root: PathBuf,
@@ -25,7 +26,7 @@ impl TestBpffs {
             NEXT.fetch_add(1, Ordering::Relaxed),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
         );
-        if is_bpffs(Path::new("/sys/fs/bpf")) {
+        if crate::is_bpffs(Path::new("/sys/fs/bpf")).unwrap_or(false) {
             let root = Path::new("/sys/fs/bpf").join(unique);
             std::fs::create_dir(&root).expect("creating a test pin root under /sys/fs/bpf (needs root)");
             return TestBpffs { root, mounted: false };
@@ -65,15 +66,4 @@ impl Drop for TestBpffs {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c_path) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is NUL-terminated and `buf` is a valid, writable `statfs`.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) };
-    #[allow(clippy::unnecessary_cast, reason = "f_type's width differs between targets")]
-    let magic = buf.f_type as i64;
-    rc == 0 && magic == BPF_FS_MAGIC
 }

@@ -60,27 +60,27 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// For tests: the bin dir when every binary in `names` is built there; otherwise prints, past the test
-/// harness's capture, why `test` is skipped, and returns `None`. Only missing binaries skip a test.
+/// For tests: the bin dir when every binary in `names` is built there; otherwise skips `test` (see
+/// `novanet_testkit::skip`: a failure under CI) and returns `None`. Only missing binaries skip a test.
 pub fn bins_or_skip(test: &str, names: &[&str]) -> Option<PathBuf> {
-    use std::io::Write;
-    let say = |msg: String| {
-        let _ = writeln!(std::io::stderr(), "{msg}");
-    };
     let Some(dir) = locate_bin_dir() else {
-        say(format!(
-            "SKIPPED {test}: no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)"
-        ));
+        novanet_testkit::skip_named(
+            test,
+            "no Kubernetes bin dir (set NOVANET_K8S_BIN_DIR or install Go and run tools/build.sh)",
+        );
         return None;
     };
     let missing = missing_binaries(&dir, names);
     if !missing.is_empty() {
-        say(format!(
-            "SKIPPED {test}: {} not built in {} (run tools/build.sh {})",
-            missing.join(", "),
-            dir.display(),
-            missing.join(" ")
-        ));
+        novanet_testkit::skip_named(
+            test,
+            format_args!(
+                "{} not built in {} (run tools/build.sh {})",
+                missing.join(", "),
+                dir.display(),
+                missing.join(" ")
+            ),
+        );
         return None;
     }
     Some(dir)

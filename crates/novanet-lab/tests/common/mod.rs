@@ -167,8 +167,6 @@ pub fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> 
     false
 }
 
-/// A line for the CI log: written straight to stderr, which libtest does not capture (it captures
-/// `eprintln!` of passing tests).
-pub fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
+/// A line for the CI log, past libtest's capture.
+#[allow(unused_imports, reason = "not every test uses it")]
+pub use novanet_testkit::say;
