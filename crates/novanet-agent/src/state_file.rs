@@ -69,7 +69,7 @@ fn upgraded(
     if found > u64::from(current) {
         return Err(StateFileError::TooNew { path: path.to_path_buf(), found, supported: current });
     }
-    let first_known = u64::from(current) - upgrades.len() as u64;
+    let first_known = u64::from(current).saturating_sub(upgrades.len() as u64);
     if found < first_known.max(1) {
         return Err(StateFileError::Unknown { path: path.to_path_buf(), found, supported: current });
     }
