@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use novanet_api::v1::agent_server::{Agent, AgentServer};
 use novanet_api::v1::{self as api};
-use novanet_k8s::ClusterObjects;
-use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, TableError, format_mac};
+use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, format_mac};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::endpoint_manager::{EndpointError, EndpointManager};
+use crate::subsystems::{State, Subsystems};
 
 /// Facts about the node that the status call reports.
 #[derive(Debug, Clone)]
@@ -26,12 +26,12 @@ pub struct NodeInfo {
 pub struct AgentService {
     manager: Arc<Mutex<EndpointManager>>,
     node: Arc<NodeInfo>,
-    objects: Option<ClusterObjects>,
+    subsystems: Subsystems,
 }
 
 impl AgentService {
-    pub fn new(manager: Arc<Mutex<EndpointManager>>, node: NodeInfo, objects: Option<ClusterObjects>) -> Self {
-        AgentService { manager, node: Arc::new(node), objects }
+    pub fn new(manager: Arc<Mutex<EndpointManager>>, node: NodeInfo, subsystems: Subsystems) -> Self {
+        AgentService { manager, node: Arc::new(node), subsystems }
     }
 
     /// Runs `f` with the endpoint manager on a blocking thread.
@@ -61,13 +61,32 @@ fn mac(bytes: &[u8], what: &str) -> Result<[u8; 6], Status> {
     bytes.try_into().map_err(|_| Status::invalid_argument(format!("{what} must be 6 bytes, got {}", bytes.len())))
 }
 
-fn to_status(e: EndpointError) -> Status {
-    match e {
-        EndpointError::Table(TableError::Ipam(novanet_model::IpamError::Exhausted { .. })) => {
-            Status::resource_exhausted(e.to_string())
+/// The error and its sources, each once: what the CNI plugin shows the runtime.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
         }
-        EndpointError::Table(_) => Status::failed_precondition(e.to_string()),
-        EndpointError::Dataplane(_) | EndpointError::Persist(_) => Status::internal(e.to_string()),
+        source = e.source();
+    }
+    out
+}
+
+/// gRPC codes by cause: RESOURCE_EXHAUSTED when the node has no room for another endpoint (pool or map
+/// full: it clears as pods leave), FAILED_PRECONDITION for requests the table refuses, INTERNAL for
+/// datapath and disk failures.
+fn to_status(e: EndpointError) -> Status {
+    let msg = error_chain(&e);
+    if e.is_resource_exhausted() {
+        return Status::resource_exhausted(msg);
+    }
+    match e {
+        EndpointError::Table(_) => Status::failed_precondition(msg),
+        EndpointError::Datapath { .. } | EndpointError::Persist(_) => Status::internal(msg),
     }
 }
 
@@ -150,16 +169,40 @@ impl Agent for AgentService {
             .into_iter()
             .map(|a| attachment(Some(a)))
             .collect::<Result<Vec<_>, _>>()?;
-        let released = self.with_manager(move |m| m.garbage_collect(&valid).map_err(to_status)).await?;
+        let released = self
+            .with_manager(move |m| {
+                let removal = m.garbage_collect(&valid);
+                match removal.failed.into_iter().next() {
+                    // The others were released; the runtime's next GC retries the rest.
+                    Some((id, e)) => {
+                        let status = to_status(e);
+                        Err(Status::new(status.code(), format!("releasing {id}: {}", status.message())))
+                    }
+                    None => Ok(removal.released),
+                }
+            })
+            .await?;
         Ok(Response::new(api::GarbageCollectResponse { released: released.iter().map(to_api).collect() }))
     }
 
     async fn status(&self, _req: Request<api::StatusRequest>) -> Result<Response<api::StatusResponse>, Status> {
         let node = self.node.clone();
+        let report = self.subsystems.report();
         let mut notices = node.notices.clone();
-        if let Some(objects) = &self.objects {
-            notices.extend(crate::kubernetes::health_notices(objects));
+        // What is not inactive but worth knowing: unsynced or degraded sources, unrestored endpoints.
+        for (_, health) in report.subsystems.iter().filter(|(_, h)| h.state != State::Inactive) {
+            notices.extend(health.reasons.iter().cloned());
         }
+        let subsystems = report
+            .subsystems
+            .iter()
+            .map(|(name, h)| api::SubsystemStatus {
+                name: name.to_string(),
+                state: h.state.as_str().to_string(),
+                reasons: h.reasons.clone(),
+            })
+            .collect();
+        let readiness = report.readiness;
         self.with_manager(move |m| {
             let ipam = m.table().ipam();
             let counters = m
@@ -170,7 +213,7 @@ impl Agent for AgentService {
                 .map(|(c, v)| api::Counter { name: c.name().to_string(), packets: v.packets, bytes: v.bytes })
                 .collect();
             Ok(Response::new(api::StatusResponse {
-                ready: true,
+                ready: readiness.ready,
                 node_name: node.node_name.clone(),
                 pod_cidr: ipam.cidr().to_string(),
                 endpoints: m.table().len() as u32,
@@ -181,6 +224,8 @@ impl Agent for AgentService {
                 pin_dir: m.dataplane().pin_dir().display().to_string(),
                 source: node.source.clone(),
                 notices,
+                not_ready_reasons: readiness.reasons,
+                subsystems,
             }))
         })
         .await
@@ -192,12 +237,8 @@ impl Agent for AgentService {
     }
 }
 
-/// Binds the unix socket (replacing a stale one left by a previous agent) and serves until `shutdown`.
-pub async fn serve(
-    service: AgentService,
-    socket: &Path,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+/// Binds the unix socket, replacing a stale one left by a previous agent.
+pub fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     use anyhow::Context;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -209,10 +250,54 @@ pub async fn serve(
     }
     let listener = tokio::net::UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "serving the agent API");
+    Ok(listener)
+}
+
+/// Serves on `listener` until `shutdown`.
+pub async fn serve_on(
+    service: AgentService,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("agent API server")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use novanet_dataplane::DataplaneError;
+    use novanet_model::{IpamError, TableError};
+
+    use super::*;
+
+    #[test]
+    fn a_full_node_is_resource_exhausted_with_the_cause_and_the_rest_keep_their_codes() {
+        let map_full = EndpointError::Datapath {
+            operation: "adding to the endpoint map",
+            target: "10.244.1.9".into(),
+            source: DataplaneError::MapFull { map: "NOVANET_ENDPOINTS", max_entries: 65_536 },
+        };
+        let status = to_status(map_full);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("NOVANET_ENDPOINTS is full"), "{}", status.message());
+        let pool = EndpointError::Table(TableError::Ipam(IpamError::Exhausted {
+            cidr: "10.244.1.0/30".parse().unwrap(),
+            used: 1,
+            size: 1,
+        }));
+        assert_eq!(to_status(pool).code(), tonic::Code::ResourceExhausted);
+        let attach = EndpointError::Datapath {
+            operation: "attaching to",
+            target: "nn1".into(),
+            source: DataplaneError::InterfaceNotFound { name: "nn1".into() },
+        };
+        let status = to_status(attach);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("interface nn1 not found"), "the source is kept: {}", status.message());
+    }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ipnet::{IpNet, Ipv4Net};
 use novanet_k8s::kube::Client;
-use novanet_k8s::{ClusterObjects, KindState, KubeSource, ObjectKind};
+use novanet_k8s::{ClusterObjects, ObjectKind};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{AgentConfig, PodCidrSource};
@@ -53,8 +54,19 @@ pub async fn pod_cidr_from_api(client: &Client, cfg: &AgentConfig, node: &str) -
     }
 }
 
+/// Warns when the API now assigns the node another pod CIDR than the persisted one (in the background).
+pub fn verify_pod_cidr(client: Client, cfg: AgentConfig, node: String, persisted: Ipv4Net) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        match pod_cidr_from_api(&client, &cfg, &node).await {
+            Ok(api) if api == persisted => info!(%node, cidr = %api, "persisted pod CIDR matches the API"),
+            Ok(api) => warn!(%node, %persisted, %api, "the API assigns another pod CIDR; restart the node's pods to move them"),
+            Err(e) => warn!(%node, error = %e, "could not read the pod CIDR from the API"),
+        }
+    })
+}
+
 /// Publishes the node's underlay address (retrying in the background while the apiserver is away).
-pub fn publish_underlay(client: Client, node: String, ip: IpAddr) {
+pub fn publish_underlay(client: Client, node: String, ip: IpAddr) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut delay = Duration::from_secs(1);
         loop {
@@ -68,42 +80,21 @@ pub fn publish_underlay(client: Client, node: String, ip: IpAddr) {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(60));
         }
-    });
+    })
 }
 
-/// Lines for `status` about sources that are not healthy.
-pub fn health_notices(objects: &ClusterObjects) -> Vec<String> {
-    let now = std::time::SystemTime::now();
-    objects
-        .health_all()
-        .into_iter()
-        .filter_map(|h| match h.state(now) {
-            KindState::Healthy => None,
-            KindState::Syncing => Some(format!("{:?} source: waiting for the first list", h.kind)),
-            KindState::Degraded => Some(format!(
-                "{:?} source degraded ({} errors in a row; serving last known {} objects): {}",
-                h.kind,
-                h.consecutive_errors,
-                h.objects,
-                h.last_error.unwrap_or_default()
-            )),
-        })
-        .collect()
-}
-
-/// Starts the watchers and the orphan sweep. The sweep runs every `orphanSweepSeconds` and whenever a
-/// pod is deleted: an endpoint is released when its pod is gone from the API and its host interface is
-/// gone too (the sandbox vanished without a CNI DEL). An endpoint whose pod is gone but whose interface
-/// still exists is left for the runtime's DEL: releasing the address of a live sandbox would let two
-/// pods share it.
-pub fn start_sources(
-    client: Client,
+/// Starts the orphan sweep over the stores. It runs every `orphanSweepSeconds` and whenever a pod is
+/// deleted: an endpoint is released when its pod is gone from the API and its host interface is gone too
+/// (the sandbox vanished without a CNI DEL). An endpoint whose pod is gone but whose interface still
+/// exists is left for the runtime's DEL: releasing the address of a live sandbox would let two pods
+/// share it.
+pub fn spawn_orphan_sweep(
+    objects: ClusterObjects,
     node: &str,
     manager: Arc<Mutex<EndpointManager>>,
     interval: Duration,
-) -> (ClusterObjects, KubeSource) {
-    let (objects, source) = KubeSource::start(client, node);
-    let sweep_objects = objects.clone();
+) -> JoinHandle<()> {
+    let sweep_objects = objects;
     let node = node.to_string();
     tokio::spawn(async move {
         let mut changes = sweep_objects.subscribe();
@@ -128,8 +119,7 @@ pub fn start_sources(
                 Err(e) => warn!(error = %e, "orphan sweep task failed"),
             }
         }
-    });
-    (objects, source)
+    })
 }
 
 fn sweep(manager: &Mutex<EndpointManager>, live: &HashSet<String>) -> anyhow::Result<usize> {
@@ -138,11 +128,15 @@ fn sweep(manager: &Mutex<EndpointManager>, live: &HashSet<String>) -> anyhow::Re
     let mut gone = Vec::new();
     for id in orphans {
         let Some(ep) = m.table().get(&id) else { continue };
-        if novanet_dataplane::ifindex(&ep.host_ifname).is_ok() {
+        if m.interface_exists(&ep.host_ifname) {
             warn!(attachment = %id, pod = %ep.pod.name, "pod is gone from the API but its interface remains; waiting for CNI DEL");
             continue;
         }
         gone.push(id);
     }
-    Ok(m.remove_all(gone)?.len())
+    let removal = m.remove_all(gone);
+    if let Some((id, e)) = removal.failed.first() {
+        warn!(attachment = %id, error = %e, failed = removal.failed.len(), "orphan sweep could not release some endpoints; retrying at the next sweep");
+    }
+    Ok(removal.released.len())
 }

@@ -1,19 +1,33 @@
 //! `novanet-agent`: the NovaNet node daemon.
 //!
-//! Start-up order: configuration -> the node's pod CIDR -> load (or re-adopt) the pinned datapath ->
-//! restore the endpoint table from disk -> reconcile the datapath against it -> serve the API. The
+//! The agent is a set of subsystems (`subsystems/`), started in this order, each needing the ones
+//! before it, and stopped in reverse on SIGTERM/SIGINT (or when a later one fails to start):
+//!
+//! 1. configuration, and the persisted endpoint table (`state_file.rs`; a newer format is refused);
+//! 2. `kubernetes`: the apiserver client, the node's pod CIDR (static, the Node object, or a cluster-pool
+//!    block; the persisted CIDR on a restart), the object stores, the watch on the agent's own DaemonSet;
+//! 3. `endpoints`: load (or re-adopt) the pinned datapath, restore the endpoint table, reconcile the
+//!    datapath against it, the orphan sweep;
+//! 4. `policy`, `tunnels`, `services`, `flows`, `routing`: inactive in this build, with the reason;
+//! 5. `api`: the gRPC socket, last, so an agent that answers has everything behind it.
+//!
+//! Ready (`status`, the DaemonSet's readiness probe) when every subsystem is ready or inactive. The
 //! pinned programs and maps keep forwarding while the agent is down or restarting; the agent never
 //! unpins on exit, except when its DaemonSet was deleted (`helm uninstall`): then it removes NovaNet
-//! from the node as it exits (`uninstall.rs`).
+//! from the node as it exits (`uninstall.rs`), after every subsystem has stopped.
 
 mod bpffs;
 mod config;
+mod endpoint_datapath;
 mod endpoint_manager;
 mod flow_sweep;
+#[cfg(test)]
+mod fake_datapath;
 mod grpc;
 mod install_cni;
 mod kubernetes;
 mod state_file;
+mod subsystems;
 mod uninstall;
 
 use std::path::PathBuf;
@@ -22,14 +36,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipnet::Ipv4Net;
-use novanet_dataplane::Dataplane;
-use novanet_model::{EndpointTable, PersistedTable};
 use tracing::{info, warn};
 
 use crate::config::{AgentConfig, PodCidrSource};
 use crate::endpoint_manager::EndpointManager;
 use crate::grpc::{AgentService, NodeInfo};
 use crate::state_file::StateFile;
+use crate::subsystems::Subsystems;
 
 #[derive(Parser)]
 #[command(name = "novanet-agent", version, about = "NovaNet node agent")]
@@ -119,17 +132,44 @@ fn node_name(cfg: &AgentConfig) -> String {
     })
 }
 
-fn restore_table(persisted: Option<PersistedTable>, cidr: Ipv4Net) -> anyhow::Result<EndpointTable> {
-    match persisted {
-        None => Ok(EndpointTable::new(cidr)?),
-        Some(persisted) => {
-            let (table, foreign) = EndpointTable::restore(persisted, cidr)?;
-            for ep in foreign {
-                warn!(ip = %ep.ip, attachment = %ep.attachment, %cidr, "endpoint address is outside the node's current pod CIDR");
-            }
-            Ok(table)
-        }
-    }
+/// How long the shutdown read of the agent's DaemonSet may take.
+const SHUTDOWN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What the running agent needs at shutdown.
+struct Running {
+    manager: Arc<Mutex<EndpointManager>>,
+    release: Option<novanet_k8s::ReleaseWatch>,
+    api_exited: subsystems::api::Exited,
+}
+
+/// Starts the subsystems in order, registering each with `subsystems` once it runs (see the module doc
+/// for why this order).
+async fn start(cfg: &AgentConfig, node: &str, subsystems: &Subsystems) -> anyhow::Result<Running> {
+    let state = StateFile::new(cfg.state_file());
+    let persisted = state.load()?;
+    let persisted_cidr = persisted.as_ref().map(|p| p.pod_cidr);
+
+    let kubernetes = subsystems::sources::Sources::start(cfg, node, persisted_cidr).await?;
+    let (pod_cidr, objects, release) = (kubernetes.pod_cidr, kubernetes.objects, kubernetes.release);
+    subsystems.started(Box::new(kubernetes.sources));
+
+    let endpoints = subsystems::endpoints::Endpoints::start(cfg, node, pod_cidr, state, persisted, objects.as_ref())?;
+    let manager = endpoints.manager();
+    subsystems.started(Box::new(endpoints));
+
+    subsystems.started(Box::new(subsystems::policy::start(cfg)));
+    subsystems.started(Box::new(subsystems::tunnels::start(cfg)));
+    subsystems.started(Box::new(subsystems::services::start(cfg)));
+    subsystems.started(Box::new(subsystems::flows::start()));
+    subsystems.started(Box::new(subsystems::routing::start(cfg)));
+
+    let source = if objects.is_some() { "kubernetes" } else { "static" };
+    let node_info =
+        NodeInfo { node_name: node.to_string(), source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() };
+    let service = AgentService::new(manager.clone(), node_info, subsystems.clone());
+    let (api, api_exited) = subsystems::api::Api::start(service, &cfg.socket_path)?;
+    subsystems.started(Box::new(api));
+    Ok(Running { manager, release, api_exited })
 }
 
 async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -137,68 +177,25 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     for notice in cfg.inactive_settings() {
         warn!("{notice}");
     }
-    let state = StateFile::new(cfg.state_file());
-    let persisted = state.load()?;
-    let (cidr, client) = match cfg.pod_cidr_source {
-        PodCidrSource::Static => (cfg.pod_cidr.context("podCIDR is required with podCIDRSource static")?, None),
-        PodCidrSource::Kubernetes | PodCidrSource::ClusterPool => {
-            let client = kubernetes::client(&cfg).await?;
-            let cidr = match persisted.as_ref().map(|p| p.pod_cidr) {
-                // A restart: running pods use addresses of the persisted CIDR; serve them at once, even
-                // when the apiserver is unreachable, and check the API's view in the background.
-                Some(cidr) => {
-                    verify_pod_cidr(client.clone(), cfg.clone(), node.clone(), cidr);
-                    cidr
-                }
-                None => kubernetes::pod_cidr_from_api(&client, &cfg, &node)
-                    .await
-                    .with_context(|| format!("getting the pod CIDR of node {node}"))?,
-            };
-            (cidr, Some(client))
+    let subsystems = Subsystems::default();
+    let running = match start(&cfg, &node, &subsystems).await {
+        Ok(running) => running,
+        Err(e) => {
+            subsystems.stop_all().await;
+            return Err(e);
         }
     };
-    bpffs::ensure_mounted(&cfg.bpffs_root)?;
-    let dataplane = Dataplane::load(&cfg.bpffs_root)
-        .with_context(|| format!("loading the datapath under {}", cfg.bpffs_root.display()))?;
-    let flows = dataplane.nat_flows().context("opening the NAT-flow map")?;
-    let table = restore_table(persisted, cidr)?;
-    let mut manager = EndpointManager::new(table, dataplane, state);
-    let report = manager.reconcile().context("reconciling the datapath with the endpoint table")?;
-    info!(node = %node, %cidr, restored = report.restored, missing = ?report.missing_interfaces,
-          stale_removed = report.stale_map_entries_removed, "datapath reconciled");
-    // Every filter now runs this build's programs: the pins of superseded map layouts can go.
-    for old in manager.finish_upgrade().context("removing superseded map pins")? {
-        info!(map = old.map, version = old.version, "superseded map layout unpinned");
-    }
-    let _sweep = flow_sweep::FlowSweep::start(flows, flow_sweep::SWEEP_EVERY).context("starting the NAT-flow sweep")?;
-    let manager = Arc::new(Mutex::new(manager));
-    let release = match (&client, &cfg.cleanup_on_uninstall) {
-        (Some(client), Some(own)) => Some(novanet_k8s::ReleaseWatch::start(client.clone(), &own.namespace, &own.daemon_set)),
-        _ => None,
+    let served = tokio::select! {
+        () = shutdown_signal() => Ok(()),
+        exited = running.api_exited => exited.unwrap_or(Ok(())),
     };
-    let (objects, _source) = match client {
-        Some(client) => {
-            if let Some(ip) = cfg.underlay_ip {
-                kubernetes::publish_underlay(client.clone(), node.clone(), ip.into());
-            }
-            let interval = std::time::Duration::from_secs(cfg.orphan_sweep_seconds.max(1));
-            let (objects, source) = kubernetes::start_sources(client, &node, manager.clone(), interval);
-            (Some(objects), Some(source))
-        }
-        None => (None, None),
-    };
-    let source = if objects.is_some() { "kubernetes" } else { "static" };
-    let service = AgentService::new(
-        manager.clone(),
-        NodeInfo { node_name: node, source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() },
-        objects,
-    );
-    serve_until_signal(service, &cfg.socket_path).await?;
-    if let Some(release) = release
+    subsystems.stop_all().await;
+    served?;
+    if let Some(release) = running.release
         && release.confirm_removed(SHUTDOWN_READ_TIMEOUT).await
     {
         info!("the agent's DaemonSet was deleted: removing NovaNet from this node");
-        let manager = manager.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let manager = running.manager.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let host_ifnames: Vec<String> = manager.table().iter().map(|ep| ep.host_ifname.clone()).collect();
         let removed = uninstall::remove_from_node(&cfg, &host_ifnames);
         anyhow::ensure!(removed.errors.is_empty(), "uninstall cleanup failed: {}", removed.errors.join("; "));
@@ -206,44 +203,6 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     info!("agent stopped; pinned datapath left running");
     Ok(())
-}
-
-/// How long open API connections may delay the exit after SIGTERM.
-const GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long the shutdown read of the agent's DaemonSet may take.
-const SHUTDOWN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Serves the API until SIGTERM/SIGINT, then lets open calls finish for at most [`GRACEFUL_STOP`], so the
-/// uninstall cleanup always runs inside the pod's termination grace period.
-async fn serve_until_signal(service: AgentService, socket: &std::path::Path) -> anyhow::Result<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = grpc::serve(service, socket, async {
-        let _ = stopped.await;
-    });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown_signal() => {}
-    }
-    let _ = stop.send(());
-    match tokio::time::timeout(GRACEFUL_STOP, &mut server).await {
-        Ok(result) => result,
-        Err(_) => {
-            warn!("API calls still open {GRACEFUL_STOP:?} after the stop signal; stopping anyway");
-            Ok(())
-        }
-    }
-}
-
-/// Warns when the API now assigns the node another pod CIDR than the persisted one.
-fn verify_pod_cidr(client: novanet_k8s::kube::Client, cfg: AgentConfig, node: String, persisted: Ipv4Net) {
-    tokio::spawn(async move {
-        match kubernetes::pod_cidr_from_api(&client, &cfg, &node).await {
-            Ok(api) if api == persisted => info!(%node, cidr = %api, "persisted pod CIDR matches the API"),
-            Ok(api) => warn!(%node, %persisted, %api, "the API assigns another pod CIDR; restart the node's pods to move them"),
-            Err(e) => warn!(%node, error = %e, "could not read the pod CIDR from the API"),
-        }
-    });
 }
 
 async fn shutdown_signal() {

@@ -1,15 +1,95 @@
 //! The endpoint table on disk: JSON, written atomically (temporary file in the same directory, fsync,
 //! rename, fsync of the directory), so a crash at any point leaves either the old or the new state.
+//!
+//! The file carries the format `version` ([`EndpointTable::PERSIST_VERSION`]). A file of a newer version
+//! than this build knows is refused (a downgraded agent must not guess at a format it does not know and
+//! then rewrite it without the fields it dropped); an older known version is upgraded step by step
+//! ([`UPGRADES`]) before it is parsed, and the next save writes the current version.
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use novanet_model::PersistedTable;
+use novanet_model::{EndpointTable, PersistedTable};
+
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{operation} {path}: {source}")]
+    Io { operation: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid NovaNet state file ({source}); move it away only if no pod uses its addresses")]
+    Invalid { path: PathBuf, source: serde_json::Error },
+    #[error("{path} has no numeric \"version\"; move it away only if no pod uses its addresses")]
+    NoVersion { path: PathBuf },
+    #[error(
+        "{path} is state file version {found}, newer than this agent understands (up to {supported}): \
+         run the agent version that wrote it, or a newer one"
+    )]
+    TooNew { path: PathBuf, found: u64, supported: u32 },
+    #[error("{path} is state file version {found}, which no NovaNet release wrote (known: 1 to {supported})")]
+    Unknown { path: PathBuf, found: u64, supported: u32 },
+    #[error("upgrading {path} from state file version {from}: {reason}")]
+    Upgrade { path: PathBuf, from: u64, reason: String },
+    #[error("encoding the endpoint table: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// One format upgrade: turns a document of version N into one of version N + 1 (its `version` field
+/// included). `UPGRADES[i]` upgrades version `i + 1`.
+pub type Upgrade = fn(serde_json::Value) -> Result<serde_json::Value, String>;
+
+/// The upgrades from every older version to [`EndpointTable::PERSIST_VERSION`]. Empty while version 1,
+/// the first format, is the only one any release wrote.
+pub const UPGRADES: &[Upgrade] = &[];
+
+/// Where the endpoint manager persists its table. A trait so the manager's tests can make a write fail.
+pub trait TableStore: Send {
+    fn save(&mut self, table: &PersistedTable) -> Result<(), StateFileError>;
+}
 
 pub struct StateFile {
     path: PathBuf,
+}
+
+fn io_err(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateFileError {
+    let path = path.to_path_buf();
+    move |source| StateFileError::Io { operation, path, source }
+}
+
+/// Checks the version of a parsed document and upgrades it to `current` with `upgrades`.
+fn upgraded(
+    path: &Path,
+    mut doc: serde_json::Value,
+    current: u32,
+    upgrades: &[Upgrade],
+) -> Result<serde_json::Value, StateFileError> {
+    let found = doc.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| StateFileError::NoVersion {
+        path: path.to_path_buf(),
+    })?;
+    if found > u64::from(current) {
+        return Err(StateFileError::TooNew { path: path.to_path_buf(), found, supported: current });
+    }
+    let first_known = u64::from(current).saturating_sub(upgrades.len() as u64);
+    if found < first_known.max(1) {
+        return Err(StateFileError::Unknown { path: path.to_path_buf(), found, supported: current });
+    }
+    for from in found..u64::from(current) {
+        let step = usize::try_from(from - first_known)
+            .ok()
+            .and_then(|i| upgrades.get(i))
+            .ok_or_else(|| StateFileError::Unknown { path: path.to_path_buf(), found, supported: current })?;
+        doc = step(doc).map_err(|reason| StateFileError::Upgrade { path: path.to_path_buf(), from, reason })?;
+        let now = doc.get("version").and_then(serde_json::Value::as_u64);
+        if now != Some(from + 1) {
+            return Err(StateFileError::Upgrade {
+                path: path.to_path_buf(),
+                from,
+                reason: format!("the upgrade produced version {now:?}, not {}", from + 1),
+            });
+        }
+        tracing::info!(path = %path.display(), from, to = from + 1, "upgraded the state file format");
+    }
+    Ok(doc)
 }
 
 impl StateFile {
@@ -17,40 +97,53 @@ impl StateFile {
         StateFile { path }
     }
 
-    /// The persisted table, or `None` on first start. A file that exists but does not parse is an
-    /// error: starting empty would hand out addresses that running pods still use.
-    pub fn load(&self) -> anyhow::Result<Option<PersistedTable>> {
+    /// The persisted table, or `None` on first start. A file that exists but does not parse, or whose
+    /// version this build does not know, is an error: starting empty would hand out addresses that
+    /// running pods still use.
+    pub fn load(&self) -> Result<Option<PersistedTable>, StateFileError> {
+        self.load_with(EndpointTable::PERSIST_VERSION, UPGRADES)
+    }
+
+    fn load_with(&self, current: u32, upgrades: &[Upgrade]) -> Result<Option<PersistedTable>, StateFileError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+            Err(e) => return Err(io_err("reading", &self.path)(e)),
         };
-        let table = serde_json::from_str(&text).with_context(|| {
-            format!("{} is not a valid NovaNet state file; move it away only if no pod uses its addresses", self.path.display())
-        })?;
+        let invalid = |source| StateFileError::Invalid { path: self.path.clone(), source };
+        let doc: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+        let doc = upgraded(&self.path, doc, current, upgrades)?;
+        let table = serde_json::from_value(doc).map_err(invalid)?;
         Ok(Some(table))
     }
 
-    pub fn save(&self, table: &PersistedTable) -> anyhow::Result<()> {
-        let dir = self.path.parent().context("state file has no parent directory")?;
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    pub fn save(&self, table: &PersistedTable) -> Result<(), StateFileError> {
+        let dir = self.path.parent().ok_or_else(|| {
+            io_err("finding the directory of", &self.path)(std::io::Error::other("state file has no parent directory"))
+        })?;
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(table)?;
+        let body = serde_json::to_vec_pretty(table).map_err(StateFileError::Encode)?;
         {
-            let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(&body)?;
-            f.sync_all()?;
+            let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+            f.write_all(&body).map_err(io_err("writing", &tmp))?;
+            f.sync_all().map_err(io_err("syncing", &tmp))?;
         }
-        fs::rename(&tmp, &self.path).with_context(|| format!("renaming into {}", self.path.display()))?;
-        File::open(dir)?.sync_all()?;
+        fs::rename(&tmp, &self.path).map_err(io_err("renaming into", &self.path))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", dir))?;
         Ok(())
+    }
+}
+
+impl TableStore for StateFile {
+    fn save(&mut self, table: &PersistedTable) -> Result<(), StateFileError> {
+        StateFile::save(self, table)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use novanet_model::EndpointTable;
 
     #[test]
     fn missing_file_means_first_start() {
@@ -75,6 +168,73 @@ mod tests {
         let path = dir.path().join("endpoints.json");
         fs::write(&path, "{not json").unwrap();
         let err = StateFile::new(path).load().unwrap_err();
-        assert!(format!("{err:#}").contains("not a valid NovaNet state file"));
+        assert!(err.to_string().contains("not a valid NovaNet state file"), "{err}");
+    }
+
+    fn saved_with_version(dir: &Path, version: serde_json::Value) -> StateFile {
+        let path = dir.join("endpoints.json");
+        let mut doc = serde_json::to_value(EndpointTable::new("10.244.0.0/24".parse().unwrap()).unwrap().persisted()).unwrap();
+        doc["version"] = version;
+        fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        StateFile::new(path)
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let newer = u64::from(EndpointTable::PERSIST_VERSION) + 1;
+        let err = saved_with_version(dir.path(), newer.into()).load().unwrap_err();
+        assert!(matches!(err, StateFileError::TooNew { found, .. } if found == newer), "{err:?}");
+        assert!(err.to_string().contains("newer than this agent understands"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_a_version_or_of_version_0_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = saved_with_version(dir.path(), serde_json::Value::Null).load().unwrap_err();
+        assert!(matches!(err, StateFileError::NoVersion { .. }), "{err:?}");
+        let err = saved_with_version(dir.path(), 0.into()).load().unwrap_err();
+        assert!(matches!(err, StateFileError::Unknown { found: 0, .. }), "{err:?}");
+    }
+
+    /// The upgrade chain with two hypothetical later formats: version 1 -> 2 renames a field, 2 -> 3 adds
+    /// one; a version-1 file is upgraded through both steps, in order, before it is parsed.
+    #[test]
+    fn older_versions_are_upgraded_step_by_step() {
+        fn one_to_two(mut doc: serde_json::Value) -> Result<serde_json::Value, String> {
+            let obj = doc.as_object_mut().ok_or("not an object")?;
+            let cursor = obj.remove("cursor").ok_or("no cursor")?;
+            obj.insert("nextAddress".into(), cursor);
+            obj.insert("version".into(), 2.into());
+            Ok(doc)
+        }
+        fn two_to_three(mut doc: serde_json::Value) -> Result<serde_json::Value, String> {
+            let obj = doc.as_object_mut().ok_or("not an object")?;
+            let next = obj.remove("nextAddress").ok_or("step 1 did not run first")?;
+            obj.insert("cursor".into(), next);
+            obj.insert("version".into(), 3.into());
+            Ok(doc)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = saved_with_version(dir.path(), 1.into());
+        let table = file.load_with(3, &[one_to_two, two_to_three]).unwrap().unwrap();
+        assert_eq!(table.version, 3);
+        assert_eq!(table.pod_cidr, "10.244.0.0/24".parse().unwrap());
+        // A step that does not bump the version is caught rather than looping or mislabelling the file.
+        fn forgetful(doc: serde_json::Value) -> Result<serde_json::Value, String> {
+            Ok(doc)
+        }
+        let err = file.load_with(2, &[forgetful]).unwrap_err();
+        assert!(matches!(err, StateFileError::Upgrade { from: 1, .. }), "{err:?}");
+        // Versions older than the oldest upgrade are unknown.
+        let err = saved_with_version(dir.path(), 1.into()).load_with(3, &[two_to_three]).unwrap_err();
+        assert!(matches!(err, StateFileError::Unknown { found: 1, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_current_version_loads_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = saved_with_version(dir.path(), EndpointTable::PERSIST_VERSION.into());
+        assert_eq!(file.load().unwrap().unwrap().version, EndpointTable::PERSIST_VERSION);
     }
 }

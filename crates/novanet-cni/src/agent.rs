@@ -1,5 +1,11 @@
 //! The agent's gRPC API as the plugin uses it, with failures mapped to CNI error codes:
 //! unreachable or transiently failing agent -> 11 (try again later), anything else -> 100.
+//!
+//! A node with no room for another pod (the agent answers RESOURCE_EXHAUSTED: its pod CIDR or its
+//! endpoint map is full) is also 11, with its own message ("no room for another pod on this node"): the
+//! condition clears as pods leave the node, which is what the spec's "try again later" describes, and a
+//! runtime that retries on 11 then succeeds without anyone's help. The message, not a new code, tells it
+//! apart from an agent that is down: a plugin-specific code (100+) would tell runtimes to give up.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -129,7 +135,12 @@ fn status_to_error(rpc: &str, socket: &Path, status: &tonic::Status) -> CniError
     } else {
         ErrorCode::AgentRejected
     };
-    CniError::new(code, format!("agent {rpc} failed: {}", status.message())).with_details(format!(
+    let msg = if status.code() == Code::ResourceExhausted {
+        format!("no room for another pod on this node: {}", status.message())
+    } else {
+        format!("agent {rpc} failed: {}", status.message())
+    };
+    CniError::new(code, msg).with_details(format!(
         "grpc code {:?} from agent at {}",
         status.code(),
         socket.display()
@@ -169,6 +180,17 @@ mod tests {
                 ErrorCode::TryAgainLater
             );
         }
+        let full = status_to_error(
+            "AddEndpoint",
+            socket,
+            &tonic::Status::resource_exhausted("pod CIDR 10.244.1.0/24 is exhausted"),
+        );
+        assert_eq!(full.code, ErrorCode::TryAgainLater);
+        assert!(
+            full.msg.starts_with("no room for another pod on this node")
+                && full.msg.contains("10.244.1.0/24"),
+            "{full:?}"
+        );
         for status in [
             tonic::Status::invalid_argument("bad"),
             tonic::Status::internal("bug"),

@@ -25,7 +25,8 @@ pub enum ErrorCode {
     InvalidNetworkConfig,
     /// 8: `CNI_NETNS` is not a usable network namespace (libcni's `ErrInvalidNetNS`).
     InvalidNetns,
-    /// 11: a transient condition (agent down or not ready); the runtime should retry.
+    /// 11: a transient condition (agent down or not ready, or the node has no room for another pod
+    /// until some leave: see `agent.rs`); the runtime should retry.
     TryAgainLater,
     /// 50: STATUS: the plugin cannot service ADD now.
     PluginNotAvailable,

@@ -130,6 +130,11 @@ impl Agent for FakeAgent {
         s.calls.push("Status".into());
         Ok(Response::new(StatusResponse {
             ready: s.ready,
+            not_ready_reasons: if s.ready {
+                Vec::new()
+            } else {
+                vec!["kubernetes: Pod source: waiting for the first list".into()]
+            },
             pool_size: 254,
             pool_used: s.endpoints.len() as u32,
             ..StatusResponse::default()
@@ -437,6 +442,37 @@ fn add_with_transient_agent_error_is_try_again_later() {
 }
 
 #[test]
+fn add_on_a_full_node_is_try_again_later_with_its_own_message() {
+    if !can_make_netns() {
+        return;
+    }
+    let agent = Harness::start();
+    agent.state.lock().unwrap().fail_add = Some(tonic::Code::ResourceExhausted);
+    let node = TestNetns::new("node");
+    let pod = TestNetns::new("pod");
+    let run = run_plugin(
+        Some(&node),
+        &attachment_env("ADD", "c-full", pod.path_str(), "eth0"),
+        &agent.conf("1.1.0", json!({})),
+    );
+    assert_eq!(run.error_code(), 11, "{run:?}");
+    let msg = run.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with("no room for another pod on this node"),
+        "{msg}"
+    );
+    assert!(
+        run.json()["details"]
+            .as_str()
+            .unwrap()
+            .contains("ResourceExhausted"),
+        "{run:?}"
+    );
+    assert!(node.novanet_links().is_empty(), "{:?}", node.link_names());
+    assert_eq!(pod.link_names(), vec!["lo".to_string()]);
+}
+
+#[test]
 fn add_refuses_an_existing_pod_interface_and_creates_nothing() {
     if !can_make_netns() {
         return;
@@ -590,6 +626,13 @@ fn status_follows_agent_readiness() {
     agent.state.lock().unwrap().ready = false;
     let run = run_plugin(None, &env, &agent.conf("1.1.0", json!({})));
     assert_eq!(run.error_code(), 50);
+    assert!(
+        run.json()["details"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the first list"),
+        "the agent's reasons reach the runtime: {run:?}"
+    );
     let run = run_plugin(None, &env, &agent.conf("1.0.0", json!({})));
     assert_eq!(run.error_code(), 1, "STATUS needs 1.1.0");
 }

@@ -103,15 +103,33 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     novanet_lab::pod::add(&node, &mut during).unwrap();
     assert!(ping(lab.pod_command("a", "ping").unwrap(), during.ip.unwrap()));
     assert!(novanet_lab::pod::remove(Some(&node), &mut during).is_empty());
-    // A restart of the agent during the outage keeps its pod CIDR and endpoints.
-    lab.restart_agent("n1", true).unwrap();
+    // A restart of the agent during the outage keeps its pod CIDR and endpoints and serves, but it is not
+    // ready: its sources have not completed a list (the lab waits for readiness, so the restart reports
+    // exactly that).
+    let restarted = lab.restart_agent("n1", true);
+    assert!(
+        matches!(&restarted, Err(novanet_lab::LabError::Node(novanet_lab::node::NodeError::AgentNotReady { .. }))),
+        "a restarted agent with its apiserver away must not be ready: {restarted:?}"
+    );
+    let status = novanet_lab::node::agent_status(&socket).unwrap();
+    assert!(!status.ready, "{status:?}");
+    assert!(
+        status.not_ready_reasons.iter().any(|r| r.starts_with("kubernetes: ") && r.contains("waiting for the first list")),
+        "{:?}",
+        status.not_ready_reasons
+    );
+    let kubernetes = status.subsystems.iter().find(|s| s.name == "kubernetes").unwrap();
+    assert_eq!(kubernetes.state, "not-ready");
     assert!(ping(lab.pod_command("a", "ping").unwrap(), lab.pod_ip("b").unwrap()));
 
-    // The apiserver returns: the sources catch up and a new pod is wired with its API identity.
+    // The apiserver returns: the sources catch up, the agent becomes ready, and a new pod is wired with
+    // its API identity.
     lab.control_plane().unwrap().start_apiserver().unwrap();
     wait_for("healthy sources", Duration::from_secs(90), Duration::from_millis(250), || {
         novanet_lab::node::agent_status(&socket).map(|s| !s.notices.iter().any(|n| n.contains("source"))).unwrap_or(false)
     });
+    let status = novanet_lab::node::agent_status(&socket).unwrap();
+    assert!(status.ready && status.not_ready_reasons.is_empty(), "{status:?}");
     lab.add_pod(&pod_spec("c", "n1")).unwrap();
     assert!(ping(lab.pod_command("c", "ping").unwrap(), lab.pod_ip("a").unwrap()));
 

@@ -198,7 +198,9 @@ fn exhausted_pool_is_a_clear_cni_error_and_leaks_nothing() {
         LabError::Pod(PodError::Cni { command, msg, code, .. }) => {
             assert_eq!(command, "ADD");
             assert!(msg.contains("no free address"), "unclear error: {err}");
-            assert_ne!(*code, 0);
+            // The agent's RESOURCE_EXHAUSTED, as the plugin reports a full node: "try again later".
+            assert!(msg.starts_with("no room for another pod on this node"), "not told apart from other failures: {err}");
+            assert_eq!(*code, 11, "{err}");
         }
         other => panic!("expected a CNI error, got {other}"),
     }

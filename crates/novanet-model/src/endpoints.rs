@@ -179,6 +179,22 @@ impl EndpointTable {
         Some(ep)
     }
 
+    /// Puts an endpoint back exactly as it was before a change that is being rolled back: replaces the
+    /// attachment's current entry (a repeated ADD that refreshed it) or re-inserts a removed one, and
+    /// re-reserves its address when that was released meanwhile.
+    pub fn put_back(&mut self, ep: Endpoint) -> Result<(), TableError> {
+        if let Some(current) = self.endpoints.get(&ep.attachment)
+            && current.ip != ep.ip
+        {
+            self.ipam.release(current.ip);
+        }
+        if self.ipam.contains(ep.ip) && !self.ipam.is_used(ep.ip) {
+            self.ipam.reserve(ep.ip)?;
+        }
+        self.endpoints.insert(ep.attachment.clone(), ep);
+        Ok(())
+    }
+
     pub fn get(&self, id: &AttachmentId) -> Option<&Endpoint> {
         self.endpoints.get(id)
     }
@@ -292,6 +308,21 @@ mod tests {
         assert_eq!(foreign.len(), 1);
         assert_eq!(back.len(), 1, "kept so a later DEL still finds it");
         assert_eq!(back.ipam().used(), 0);
+    }
+
+    #[test]
+    fn put_back_undoes_a_refresh_and_a_removal() {
+        let mut t = table();
+        let before = t.add(new_ep("a", "nna")).unwrap().endpoint().clone();
+        t.add(new_ep("a", "nnz")).unwrap();
+        t.put_back(before.clone()).unwrap();
+        assert_eq!(t.get(&attach("a")), Some(&before));
+        let removed = t.remove(&attach("a")).unwrap();
+        assert!(!t.ipam().is_used(removed.ip));
+        t.put_back(removed).unwrap();
+        assert_eq!(t.get(&attach("a")), Some(&before));
+        assert!(t.ipam().is_used(before.ip), "the address is reserved again");
+        assert_eq!(t.ipam().used(), 1);
     }
 
     #[test]

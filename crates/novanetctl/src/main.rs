@@ -1,5 +1,8 @@
-//! `novanetctl`: talks to the node's agent over its unix socket. Exit status is non-zero when the agent
-//! does not answer, so `novanetctl status` doubles as the DaemonSet's readiness probe.
+//! `novanetctl`: talks to the node's agent over its unix socket.
+//!
+//! Exit status: 1 when the agent does not answer (so `novanetctl status` is the DaemonSet's liveness
+//! probe), and with `status --ready`, 2 when it answers but is not ready (the readiness probe: the reasons
+//! go to stderr, which kubelet shows in the probe's event).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,11 +26,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Node status: readiness, pod CIDR, pool usage, datapath counters.
-    Status,
+    /// Node status: readiness, subsystems, pod CIDR, pool usage, datapath counters.
+    Status {
+        /// Exit with status 2 unless the agent is ready (datapath loaded, sources synced, API serving).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Local endpoints.
     Endpoints,
 }
+
+/// Exit status of `status --ready` when the agent answers but is not ready.
+const NOT_READY: i32 = 2;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -37,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("no agent answers on {}", cli.socket.display()))?;
     let json = cli.output == "json";
     match cli.command {
-        Command::Status => {
+        Command::Status { ready } => {
             let s = client.status(StatusRequest {}).await.context("status")?.into_inner();
             if json {
                 let counters: serde_json::Map<_, _> = s
@@ -51,16 +61,28 @@ async fn main() -> anyhow::Result<()> {
                         "ready": s.ready, "node": s.node_name, "podCIDR": s.pod_cidr, "endpoints": s.endpoints,
                         "poolSize": s.pool_size, "poolUsed": s.pool_used, "version": s.version,
                         "pinDir": s.pin_dir, "source": s.source, "counters": counters, "notices": s.notices,
+                        "notReadyReasons": s.not_ready_reasons,
+                        "subsystems": s.subsystems.iter().map(|sub| serde_json::json!({
+                            "name": sub.name, "state": sub.state, "reasons": sub.reasons,
+                        })).collect::<Vec<_>>(),
                     })
                 );
             } else {
                 println!("node:       {}", s.node_name);
                 println!("ready:      {}", s.ready);
+                for r in &s.not_ready_reasons {
+                    println!("  not ready: {r}");
+                }
                 println!("version:    {}", s.version);
                 println!("source:     {}", s.source);
                 println!("pod CIDR:   {} ({} of {} addresses used)", s.pod_cidr, s.pool_used, s.pool_size);
                 println!("endpoints:  {}", s.endpoints);
                 println!("pin dir:    {}", s.pin_dir);
+                println!("subsystems:");
+                for sub in &s.subsystems {
+                    let why = sub.reasons.join("; ");
+                    println!("  {:<12} {:<10} {why}", sub.name, sub.state);
+                }
                 println!("datapath counters:");
                 for c in &s.counters {
                     println!("  {:<24} {:>12} packets {:>14} bytes", c.name, c.packets, c.bytes);
@@ -69,8 +91,9 @@ async fn main() -> anyhow::Result<()> {
                     println!("notice: {n}");
                 }
             }
-            if !s.ready {
-                anyhow::bail!("agent is not ready");
+            if ready && !s.ready {
+                eprintln!("novanetctl: the agent is not ready: {}", s.not_ready_reasons.join("; "));
+                std::process::exit(NOT_READY);
             }
         }
         Command::Endpoints => {

@@ -18,7 +18,12 @@ pub async fn status(conf: &NetConf) -> Result<(), CniError> {
     if !status.ready {
         return Err(not_available(
             "NovaNet agent is not ready".into(),
-            format!("node {:?}, source {:?}", status.node_name, status.source),
+            format!(
+                "node {:?}, source {:?}: {}",
+                status.node_name,
+                status.source,
+                status.not_ready_reasons.join("; ")
+            ),
         ));
     }
     if status.pool_size > 0 && status.pool_used >= status.pool_size {
