@@ -10,5 +10,7 @@ bash scripts/setup.sh --k8s
 start=$(date +%s)
 # The lab tests run the agent and CNI binaries, so build them before the tests.
 cargo build --workspace --bins
+# The README's commands call `novanet` from PATH (crates/novanet-lab/tests/lab_cli.rs runs them as written).
+bash scripts/install-bins.sh debug
 cargo test --workspace --no-fail-fast "$@"
 echo "all tests passed in $(( $(date +%s) - start ))s"
