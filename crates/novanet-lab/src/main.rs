@@ -100,7 +100,7 @@ fn status(lab: &Lab) {
     match lab.state.supervisor {
         Some(s) if s.is_running() => println!("agent supervisor: pid {} (restarts agents that die)", s.pid),
         Some(s) => println!("agent supervisor: pid {} is gone; dead agents stay down", s.pid),
-        None => println!("agent supervisor: none (the process that made the lab restarts agents)"),
+        None => println!("agent supervisor: none (a lab made in-process: agents that die stay down)"),
     }
     println!("{:<12} {:<16} {:<16} {:<8} {:<10} PIN DIR", "NODE", "UNDERLAY IP", "POD CIDR", "AGENT", "ENDPOINTS");
     for n in &lab.state.nodes {
