@@ -8,4 +8,5 @@ cd "$here"
 bash scripts/setup.sh --k8s
 . scripts/env.sh
 cargo build --release --workspace --bins
+bash scripts/install-bins.sh release # the README's `novanet lab status|down` afterwards
 exec "$CARGO_TARGET_DIR/release/novanet" lab cluster "$@"

@@ -31,7 +31,8 @@ if [ "${1:-}" = "--k8s" ]; then
   # pushes the OCI archives, containerd + runc run them; gcc/libc6-dev build the static pause, and the
   # agnhost image copies curl, OpenBSD netcat (`nc -u`), dig, bash and iproute2 with their libraries.
   # containernetworking-plugins: the reference `loopback` plugin lab nodes ship, as node images do.
-  install_missing containernetworking-plugins skopeo containerd runc busybox-static gcc libc6-dev curl \
+  # wget: GNU wget replaces busybox's in the images (Debian's busybox 1.35 wget segfaults on -T).
+  install_missing containernetworking-plugins skopeo containerd runc busybox-static wget gcc libc6-dev curl \
     netcat-openbsd bind9-dnsutils bash iproute2 jq
   # What the tests start: a control plane, kubectl, helm, the registry, and what goes into the agnhost
   # image. tools/build.sh with no names builds them all.

@@ -19,6 +19,8 @@ NOVANET_SKIP_LOG=$(mktemp -t novanet-skips.XXXXXX)
 export NOVANET_SKIP_LOG
 output=$(mktemp -t novanet-test-output.XXXXXX)
 trap 'rm -f "$NOVANET_SKIP_LOG" "$output"' EXIT
+# The README's commands call `novanet` from PATH (crates/novanet-lab/tests/lab_cli.rs runs them as written).
+bash scripts/install-bins.sh debug
 rc=0
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$output" || rc=$?
 

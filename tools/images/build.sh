@@ -14,7 +14,7 @@
 #        tools/images/build.sh --list                 print "<name> <ref> [<ref>...]" per image
 #   --cargo  run `cargo build --release --workspace --bins` first (otherwise only when a binary is missing)
 #
-# Names: pause busybox agnhost dnsutils coredns agent. Needs gcc + libc6-dev, busybox-static, curl, netcat-openbsd,
+# Names: pause busybox agnhost dnsutils coredns agent. Needs gcc + libc6-dev, busybox-static, wget, curl, netcat-openbsd,
 # bind9-dnsutils, iproute2, bash, jq (scripts/setup.sh --k8s installs them) and, for agnhost, the Go-built
 # agnhost and coredns (tools/build.sh; run here when missing).
 set -euo pipefail
@@ -91,8 +91,12 @@ add_busybox() { # busybox-static with a link per applet at its usual path, excep
   add_file /bin/busybox /bin/busybox
   local path
   for path in $(/bin/busybox --list-full); do
-    [[ " $* " == *" ${path##*/} "* ]] || [ "$path" = bin/busybox ] || add_link "/$path" /bin/busybox
+    [[ " $* wget " == *" ${path##*/} "* ]] || [ "$path" = bin/busybox ] || add_link "/$path" /bin/busybox
   done
+  # Debian 12's busybox 1.35 wget (static and dynamic builds alike) segfaults on `-T <timeout>`, which
+  # tutorials and e2e specs pass: GNU wget (same options for -q -O -T -S -U --spider --header
+  # --post-data) with its libraries takes the applet's place. Busybox's shell runs it too (PATH first).
+  add_program /usr/bin/wget wget
 }
 add_base() { # directories and files every image but pause has
   add_dir /tmp 1777; add_dir /root 0700; add_dir /etc; add_dir /var; add_dir /home

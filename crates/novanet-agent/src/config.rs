@@ -222,6 +222,17 @@ impl AgentConfig {
         if self.routing.enabled || self.routing_mode == RoutingMode::Native {
             out.push("native routing with FRR is not in this build".to_string());
         }
+        if self.routing_mode == RoutingMode::Overlay {
+            // The default mode: say so, or a user would believe pods on other nodes are tunnelled.
+            out.push(format!(
+                "routingMode overlay (tunnelProtocol {}): no tunnels in this build; pods on other nodes are \
+                 reached through the node's own routes to their pod CIDRs (the lab adds them by hand)",
+                match self.tunnel_protocol {
+                    TunnelProtocol::Vxlan => "vxlan",
+                    TunnelProtocol::Geneve => "geneve",
+                }
+            ));
+        }
         if self.cleanup_on_uninstall.is_some() && self.pod_cidr_source == PodCidrSource::Static {
             out.push("cleanupOnUninstall: needs the Kubernetes API (podCIDRSource kubernetes or cluster-pool)".to_string());
         }
@@ -260,6 +271,18 @@ mod tests {
         assert_eq!(cfg.routing.peers.len(), 1);
         assert_eq!(cfg.inactive_settings().len(), 3);
         assert_eq!(cfg.cleanup_on_uninstall.unwrap().daemon_set, "novanet");
+    }
+
+    #[test]
+    fn overlay_the_default_is_reported_inactive() {
+        let cfg = AgentConfig::from_yaml("{}").unwrap();
+        assert_eq!(cfg.routing_mode, RoutingMode::Overlay);
+        let inactive = cfg.inactive_settings();
+        assert_eq!(inactive.len(), 1, "{inactive:?}");
+        assert!(inactive[0].contains("routingMode overlay") && inactive[0].contains("no tunnels"), "{inactive:?}");
+        assert!(inactive[0].contains("vxlan") && inactive[0].contains("node's own routes"), "{inactive:?}");
+        let native = AgentConfig::from_yaml("routingMode: native\n").unwrap();
+        assert!(native.inactive_settings().iter().all(|s| !s.contains("overlay")));
     }
 
     #[test]

@@ -38,8 +38,14 @@ pub enum LabError {
     PodExists(String),
     #[error(transparent)]
     ControlPlane(#[from] crate::controlplane::ControlPlaneError),
-    #[error("kubectl: {0}")]
-    Kubectl(String),
+    #[error(transparent)]
+    Kubectl(#[from] crate::probe::KubectlError),
+    #[error(transparent)]
+    AgentStatus(#[from] crate::probe::AgentStatusError),
+    #[error("node {node}: the pod CIDR {cidr:?} is not a CIDR: {source}")]
+    BadPodCidr { node: String, cidr: String, source: ipnet::AddrParseError },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("lab down left things behind: {0:?}")]
     Leftovers(Vec<String>),
     #[error(transparent)]
@@ -184,6 +190,9 @@ impl Lab {
         let ul = NetNs::existing(&ul_name);
         ul.ip(&["link", "add", "br0", "type", "bridge"])?;
         ul.ip(&["link", "set", "br0", "up"])?;
+        // The nodes' default gateway (see `node::create_netns`): the underlay has no uplink, and it must
+        // not forward between its ports either, whatever the machine's defaults for new namespaces are.
+        ul.sysctl("net.ipv4.ip_forward", "0")?;
         self.state.save()?;
         if let Some(bin_dir) = &options.kubernetes {
             self.start_control_plane(bin_dir, &ul_name, underlay.prefix_len())?;
@@ -192,6 +201,9 @@ impl Lab {
                 self.install_cluster_dns()?;
             }
         }
+        // After the control plane's address, which stays the bridge's primary (its connections' source).
+        let gateway = format!("{}/{}", node::underlay_gateway(underlay), underlay.prefix_len());
+        ul.ip(&["addr", "add", &gateway, "dev", "br0"])?;
         for node_spec in &spec.nodes {
             self.add_node(node_spec)?;
         }
@@ -215,7 +227,7 @@ impl Lab {
             bpffs: None,
             agent_pid: None,
         };
-        node::create_netns(&node, &ul_name, underlay.prefix_len())?;
+        node::create_netns(&node, &ul_name, underlay)?;
         self.state.nodes.push(node.clone());
         self.state.save()?;
         if self.real_nodes {
@@ -234,8 +246,12 @@ impl Lab {
         let result = node::start_agent(&mut node, &self.bins);
         if result.is_ok() && kubeconfig.is_some() {
             // The pod CIDR is the controller-manager's choice; the agent reports it.
-            let status = node::agent_status(&node.socket()).map_err(|e| LabError::Kubectl(e))?;
-            node.pod_cidr = status.pod_cidr.parse().map_err(|_| LabError::Kubectl(format!("bad pod CIDR {}", status.pod_cidr)))?;
+            let status = node::agent_status(&node.socket())?;
+            node.pod_cidr = status.pod_cidr.parse().map_err(|source| LabError::BadPodCidr {
+                node: node.name.clone(),
+                cidr: status.pod_cidr.clone(),
+                source,
+            })?;
         }
         self.replace_node(&node)?;
         result?;
@@ -300,7 +316,7 @@ impl Lab {
         if let Some(argv) = &spec.command {
             let log = self.state.dir.join(format!("pod-{}-{}.log", pod.namespace, pod.name));
             if let Err(e) = pod::start_command(&mut pod, argv, &log) {
-                pod::remove(Some(&node), &mut pod);
+                let _ = pod::remove(Some(&node), &mut pod);
                 return Err(e.into());
             }
         }
@@ -322,7 +338,7 @@ impl Lab {
             self.kubectl(&["delete", "pod", "-n", &pod.namespace, &pod.name, "--grace-period=0", "--force", "--wait=false", "--ignore-not-found"], None)?;
         }
         let node = self.state.node(&pod.node).cloned();
-        let problems = pod::remove(node.as_ref(), &mut pod);
+        let problems = pod::remove(node.as_ref(), &mut pod).problems();
         self.state.save()?;
         if problems.is_empty() { Ok(()) } else { Err(LabError::Leftovers(problems)) }
     }
@@ -340,6 +356,20 @@ impl Lab {
         let result = node::start_agent(&mut node, &self.bins);
         self.replace_node(&node)?;
         Ok(result?)
+    }
+
+    /// Starts a node's agent again after it died (see [`crate::agent_supervision`]), recording its PID. An
+    /// agent that does not become ready is stopped again, so the next attempt finds it dead, not hung.
+    pub fn revive_agent(&mut self, node_name: &str) -> Result<u32, LabError> {
+        let mut node = self.node(node_name)?.clone();
+        node::stop_agent(&mut node); // a recorded PID that still runs something else is left alone
+        let result = node::start_agent(&mut node, &self.bins);
+        if result.is_err() {
+            node::stop_agent(&mut node);
+        }
+        self.replace_node(&node)?;
+        result?;
+        Ok(node.agent_pid.unwrap_or_default())
     }
 
     /// Runs a program inside a pod's network namespace.
@@ -377,17 +407,37 @@ impl Lab {
                 crate::process::stop(pid, name, std::time::Duration::from_secs(5));
             }
         }
+        // A failed CNI DEL (its agent down) leaves the pod's endpoint on its node: a leftover only if that
+        // node is not removed right after, with its agent state, pins and directory.
+        let mut del_failures: Vec<(String, String)> = Vec::new();
         while let Some(mut pod) = self.state.pods.pop() {
             let node = self.state.node(&pod.node).cloned();
-            problems.extend(pod::remove(node.as_ref(), &mut pod));
+            let removal = pod::remove(node.as_ref(), &mut pod);
+            if let Some(e) = removal.del_failed {
+                del_failures.push((pod.node.clone(), format!("pod {}: {e}", pod.key())));
+            }
+            problems.extend(removal.netns_left.map(|e| e.to_string()));
             let _ = self.state.save();
         }
         let mut kept = Vec::new();
         while let Some(node) = self.state.nodes.pop() {
+            let name = node.name.clone();
             let (left, p) = self.dismantle_node(node);
+            let (of_node, rest) = del_failures.into_iter().partition(|(n, _)| *n == name);
+            del_failures = rest;
+            let of_node = of_node.into_iter().map(|(_, p)| p);
+            if left.is_some() || !p.is_empty() {
+                problems.extend(of_node);
+            } else {
+                for p in of_node {
+                    tracing::info!(node = %name, "{p}; nothing of it is left: its node is removed");
+                }
+            }
             kept.extend(left);
             problems.extend(p);
         }
+        // Pods of nodes the state no longer knows: nothing removed their endpoints.
+        problems.extend(del_failures.into_iter().map(|(_, p)| p));
         self.state.nodes = kept;
         if let Some(ul) = self.state.underlay_netns.take() {
             if let Err(e) = NetNs::delete(&ul) {
@@ -428,20 +478,8 @@ impl Lab {
 
     /// Runs kubectl against the lab's control plane (root-namespace kubeconfig), returning stdout.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, LabError> {
-        let cp = self.control_plane.as_ref().ok_or_else(|| LabError::Kubectl("the lab has no control plane".into()))?;
-        let mut cmd = std::process::Command::new(cp.config().bin_dir.join("kubectl"));
-        cmd.arg("--kubeconfig").arg(cp.local_kubeconfig()).args(args);
-        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| LabError::Kubectl(e.to_string()))?;
-        if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
-            use std::io::Write;
-            w.write_all(text.as_bytes()).map_err(|e| LabError::Kubectl(e.to_string()))?;
-        }
-        let out = child.wait_with_output().map_err(|e| LabError::Kubectl(e.to_string()))?;
-        if !out.status.success() {
-            return Err(LabError::Kubectl(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim())));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        let cp = self.control_plane.as_ref().ok_or(crate::probe::KubectlError::NoControlPlane)?;
+        Ok(crate::probe::kubectl(&cp.config().bin_dir.join("kubectl"), cp.local_kubeconfig(), args, stdin)?)
     }
 
     fn kubectl_apply(&self, object: &serde_json::Value) -> Result<String, LabError> {
@@ -455,8 +493,11 @@ impl Lab {
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": spec.labels},
             "spec": {"nodeName": spec.node, "containers": [{"name": "main", "image": "busybox"}]},
         }))?;
-        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| LabError::Kubectl(e.to_string()))?;
-        v["metadata"]["uid"].as_str().map(str::to_string).ok_or_else(|| LabError::Kubectl("created pod has no uid".into()))
+        let args = || vec!["apply".to_string(), format!("pod {}/{}", spec.namespace, spec.name)];
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|source| crate::probe::KubectlError::Parse { args: args(), source })?;
+        let uid = v["metadata"]["uid"].as_str().map(str::to_string);
+        Ok(uid.ok_or_else(|| crate::probe::KubectlError::Missing { args: args(), what: "metadata.uid" })?)
     }
 }
 
@@ -473,8 +514,12 @@ impl Lab {
         // Like any node image (kind's included), the node ships the reference `loopback` plugin, which
         // containerd's CRI runs for every sandbox's `lo`; NovaNet's chart installs only its own plugin.
         let cni_bin = kube.host_path("/opt/cni/bin").ok_or(LabError::RealNodes("the node has no /opt/cni/bin"))?;
-        std::fs::copy("/usr/lib/cni/loopback", cni_bin.join("loopback"))
-            .map_err(|e| LabError::Kubectl(format!("installing the loopback CNI plugin from /usr/lib/cni: {e}")))?;
+        let loopback = std::path::Path::new("/usr/lib/cni/loopback");
+        std::fs::copy(loopback, cni_bin.join("loopback")).map_err(|source| LabError::Io {
+            what: "installing the node's loopback CNI plugin from",
+            path: loopback.to_path_buf(),
+            source,
+        })?;
         if let Some(registry) = &self.registry {
             let certs_d = kube
                 .host_path("/etc/containerd/certs.d")

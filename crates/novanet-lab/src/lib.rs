@@ -6,6 +6,7 @@
 //! file before the next step, so `down` (or a test guard's `Drop`) removes all of it, even after a failure.
 //! Nothing is created in the root network namespace: interfaces are made inside lab namespaces.
 
+pub mod agent_supervision;
 pub mod binaries;
 pub mod cluster_dns;
 pub mod controlplane;
@@ -15,6 +16,7 @@ pub mod lab;
 pub mod netns;
 pub mod node;
 pub mod pod;
+pub mod probe;
 pub mod process;
 pub mod registry;
 pub mod spec;

@@ -62,6 +62,12 @@ enum LabCmd {
     },
     /// List labs on this machine.
     List,
+    /// Internal: a light lab's agent supervisor (started by `lab up`, stopped by `lab down`).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        name: String,
+    },
     /// A real two-node Kubernetes cluster (control plane, containerd + kubelet + kube-proxy per node,
     /// images from the lab's registry) with NovaNet installed by its Helm chart. Runs until Ctrl-C,
     /// then removes everything; with --detach, runs in the background until `novanet lab down`.
@@ -91,6 +97,11 @@ fn status(lab: &Lab) {
     }
     println!("lab {} (prefix {}, underlay {})", lab.state.name, lab.state.prefix,
         lab.state.underlay_cidr.map(|c| c.to_string()).unwrap_or_default());
+    match lab.state.supervisor {
+        Some(s) if s.is_running() => println!("agent supervisor: pid {} (restarts agents that die)", s.pid),
+        Some(s) => println!("agent supervisor: pid {} is gone; dead agents stay down", s.pid),
+        None => println!("agent supervisor: none (a lab made in-process: agents that die stay down)"),
+    }
     println!("{:<12} {:<16} {:<16} {:<8} {:<10} PIN DIR", "NODE", "UNDERLAY IP", "POD CIDR", "AGENT", "ENDPOINTS");
     for n in &lab.state.nodes {
         let (agent, endpoints, pins) = match novanet_lab::node::agent_status(&n.socket()) {
@@ -202,7 +213,12 @@ fn main() -> anyhow::Result<ExitCode> {
     match cmd {
         LabCmd::Up { file, name } => {
             let spec = LabSpec::load(&file).with_context(|| format!("reading {}", file.display()))?;
-            let lab = Lab::up(&name, &spec).with_context(|| format!("bringing up lab {name}"))?;
+            let mut lab = Lab::up(&name, &spec).with_context(|| format!("bringing up lab {name}"))?;
+            // Agents that die come back, as a DaemonSet's do (kubelet restarts them).
+            let sup = supervisor::start_agent_supervisor(&name).with_context(|| {
+                format!("lab {name} is up, but its agent supervisor did not start; `novanet lab down --name {name}` removes it")
+            })?;
+            lab.state.supervisor = Some(sup);
             status(&lab);
             println!();
             let ok = probe(&lab)?;
@@ -227,6 +243,7 @@ fn main() -> anyhow::Result<ExitCode> {
         LabCmd::Cluster { file, name, values, chart, supervisor: supervised, .. } => {
             return cluster(&file, &name, &values, &chart, supervised);
         }
+        LabCmd::Supervise { name } => return supervisor::supervise_agents(&name),
         LabCmd::List => {
             for name in LabState::list() {
                 println!("{name}");

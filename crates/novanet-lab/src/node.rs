@@ -11,6 +11,7 @@ use novanet_api::v1::StatusResponse;
 
 use crate::binaries::Binaries;
 use crate::netns::{self, NetNs, NetnsError};
+use crate::probe::{AgentStatusError, ProbeError};
 use crate::process;
 use crate::state::NodeState;
 
@@ -20,8 +21,8 @@ pub enum NodeError {
     Netns(#[from] NetnsError),
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
-    #[error("agent of node {node} did not become ready within {secs}s; see {log}: {last_error}")]
-    AgentNotReady { node: String, secs: u64, log: String, last_error: String },
+    #[error("agent of node {node} did not become ready within {secs}s; see {log}: {last}")]
+    AgentNotReady { node: String, secs: u64, log: String, #[source] last: Box<ProbeError> },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
@@ -31,8 +32,12 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// Name of the node's underlay interface inside its namespace.
 pub const UNDERLAY_IFNAME: &str = "ul0";
 
-/// Creates the node's namespace and joins it to the underlay bridge.
-pub fn create_netns(node: &NodeState, underlay_ns: &str, prefix_len: u8) -> Result<(), NodeError> {
+/// Creates the node's namespace and joins it to the underlay bridge. Like any real node it has a default
+/// route, through the underlay's gateway address (inside the lab's underlay namespace, which forwards
+/// nothing): without one a hostNetwork client's connect() to a Service address fails with ENETUNREACH
+/// before the node's NAT (kube-proxy's DNAT in OUTPUT) sees it.
+pub fn create_netns(node: &NodeState, underlay_ns: &str, underlay: ipnet::Ipv4Net) -> Result<(), NodeError> {
+    let prefix_len = underlay.prefix_len();
     let ns = NetNs::create(&node.netns)?;
     let peer = format!("u{}", node.index);
     ns.ip(&["link", "add", UNDERLAY_IFNAME, "type", "veth", "peer", "name", &peer, "netns", underlay_ns])?;
@@ -40,6 +45,7 @@ pub fn create_netns(node: &NodeState, underlay_ns: &str, prefix_len: u8) -> Resu
     ul.ip(&["link", "set", &peer, "master", "br0", "up"])?;
     ns.ip(&["addr", "add", &format!("{}/{}", node.underlay_ip, prefix_len), "dev", UNDERLAY_IFNAME])?;
     ns.ip(&["link", "set", UNDERLAY_IFNAME, "up"])?;
+    ns.ip(&["route", "add", "default", "via", &underlay_gateway(underlay).to_string(), "dev", UNDERLAY_IFNAME])?;
     ns.sysctl("net.ipv4.ip_forward", "1")?;
     ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
     ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
@@ -133,30 +139,33 @@ pub fn kill_agent(node: &mut NodeState) {
     }
 }
 
-pub fn agent_status(socket: &Path) -> Result<StatusResponse, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+/// The agent's status over its socket, as `novanetctl status` asks for it.
+pub fn agent_status(socket: &Path) -> Result<StatusResponse, AgentStatusError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AgentStatusError::Runtime)?;
     rt.block_on(async {
-        let mut client = novanet_api::connect_unix(socket, Duration::from_secs(2)).await.map_err(|e| e.to_string())?;
+        let mut client = novanet_api::connect_unix(socket, Duration::from_secs(2))
+            .await
+            .map_err(|source| AgentStatusError::Connect { socket: socket.to_path_buf(), source })?;
         client
             .status(novanet_api::v1::StatusRequest {})
             .await
             .map(|r| r.into_inner())
-            .map_err(|e| e.message().to_string())
+            .map_err(|source| AgentStatusError::Rpc { socket: socket.to_path_buf(), source: Box::new(source) })
     })
 }
 
 fn wait_agent_ready(node: &NodeState, timeout: Duration) -> Result<(), NodeError> {
     let deadline = Instant::now() + timeout;
-    let mut last_error = String::new();
+    let mut last = ProbeError::NotYet("not probed yet");
     while Instant::now() < deadline {
         match agent_status(&node.socket()) {
             Ok(s) if s.ready => return Ok(()),
-            Ok(_) => last_error = "agent reports not ready".into(),
-            Err(e) => last_error = e,
+            Ok(_) => last = ProbeError::NotYet("the agent reports not ready"),
+            Err(e) => last = e.into(),
         }
         if let Some(pid) = node.agent_pid {
             if !process::runs(pid, "novanet-agent") {
-                last_error = "the agent exited".into();
+                last = ProbeError::Exited;
                 break;
             }
         }
@@ -166,7 +175,7 @@ fn wait_agent_ready(node: &NodeState, timeout: Duration) -> Result<(), NodeError
         node: node.name.clone(),
         secs: timeout.as_secs(),
         log: node.agent_log().display().to_string(),
-        last_error,
+        last: Box::new(last),
     })
 }
 
@@ -199,6 +208,13 @@ pub fn is_mounted(path: &Path) -> bool {
     fs::read_to_string("/proc/self/mounts")
         .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(&path.display().to_string())))
         .unwrap_or(false)
+}
+
+/// The underlay's gateway, every node's default route: `<underlay network> + 1`, on the underlay namespace's
+/// bridge. That namespace has no uplink and never forwards, so whatever a node sends there that no one
+/// translated is dropped inside the lab.
+pub fn underlay_gateway(underlay: ipnet::Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(underlay.network()) + 1)
 }
 
 /// The node's underlay address: `<underlay network> + 10 + index`.

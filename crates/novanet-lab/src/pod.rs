@@ -139,23 +139,37 @@ pub fn start_command(pod: &mut PodState, argv: &[String], log: &std::path::Path)
     Ok(())
 }
 
-/// Stops the pod's command, calls CNI DEL and removes the namespace. Returns the problems met; the
-/// namespace is removed even when DEL fails (a runtime would retry DEL; the lab reports it).
-pub fn remove(node: Option<&NodeState>, pod: &mut PodState) -> Vec<String> {
-    let mut problems = Vec::new();
+/// What [`remove`] could not do.
+#[derive(Debug, Default)]
+pub struct Removal {
+    /// CNI DEL failed (e.g. the agent was down): the pod's endpoint stays on its node until a later DEL,
+    /// the agent's orphan sweep, or the removal of the whole node (which takes everything of it).
+    pub del_failed: Option<PodError>,
+    /// The pod's namespace could not be removed.
+    pub netns_left: Option<NetnsError>,
+}
+
+impl Removal {
+    /// Everything that went wrong, for a caller that keeps the node.
+    pub fn problems(self) -> Vec<String> {
+        let del = self.del_failed.map(|e| e.to_string());
+        del.into_iter().chain(self.netns_left.map(|e| e.to_string())).collect()
+    }
+}
+
+/// Stops the pod's command, calls CNI DEL and removes the namespace. The namespace is removed even when
+/// DEL fails (a runtime would retry DEL; the lab reports it).
+pub fn remove(node: Option<&NodeState>, pod: &mut PodState) -> Removal {
+    let mut removal = Removal::default();
     if let (Some(pid), Some(program)) = (pod.process_pid.take(), pod.process_program.take()) {
         process::stop(pid, &program, Duration::from_secs(2));
     }
     if let Some(node) = node {
         let del = plugin_config(node, pod.cni_result.as_ref()).and_then(|c| run_cni(node, pod, "DEL", &c));
-        if let Err(e) = del {
-            problems.push(e.to_string());
-        }
+        removal.del_failed = del.err();
     }
-    if let Err(e) = NetNs::delete(&pod.netns) {
-        problems.push(e.to_string());
-    }
-    problems
+    removal.netns_left = NetNs::delete(&pod.netns).err();
+    removal
 }
 
 /// A container ID as a runtime makes them: 64 hex characters.

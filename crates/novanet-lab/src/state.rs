@@ -43,7 +43,8 @@ pub struct LabState {
     /// kubeconfig for tools in the root namespace (through the lab's forwarder).
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
-    /// The process that runs the lab and removes it on SIGTERM (`novanet lab cluster --detach`).
+    /// The lab's supervisor: the process that runs a detached cluster and removes it on SIGTERM
+    /// (`novanet lab cluster --detach`), or the one that restarts a light lab's agents (`novanet lab up`).
     #[serde(default)]
     pub supervisor: Option<SupervisorState>,
 }
@@ -55,13 +56,32 @@ pub struct SupervisorState {
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat` (see [`crate::process::start_time`]).
     pub start_time: u64,
+    /// What it does, hence what SIGTERM asks of it (older state files: a cluster's).
+    #[serde(default)]
+    pub role: SupervisorRole,
+}
+
+/// What a lab's supervisor does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SupervisorRole {
+    /// Runs a real cluster (its processes die with it); SIGTERM: remove the lab, then exit.
+    #[default]
+    Cluster,
+    /// Restarts a light lab's agents that die, as kubelet restarts a DaemonSet's pods
+    /// ([`crate::agent_supervision`]); SIGTERM: stop supervising and exit, `lab down` removes the lab.
+    Agents,
 }
 
 impl SupervisorState {
-    /// The calling process.
+    /// The calling process, as a cluster's supervisor.
     pub fn current() -> Option<Self> {
-        let pid = std::process::id();
-        Some(SupervisorState { pid, start_time: crate::process::start_time(pid)? })
+        Self::of(std::process::id(), SupervisorRole::Cluster)
+    }
+
+    /// The running process `pid` in `role`; `None` when it is gone.
+    pub fn of(pid: u32, role: SupervisorRole) -> Option<Self> {
+        Some(SupervisorState { pid, start_time: crate::process::start_time(pid)?, role })
     }
 
     /// True while this very process runs (not a zombie, not another process that got its PID).

@@ -1,4 +1,4 @@
-//! `novanet lab cluster --detach` and the lab's supervisor.
+//! `novanet lab cluster --detach` and the lab's supervisor; the light lab's agent supervisor.
 //!
 //! `--detach` re-executes this command (`lab cluster --supervisor`) in a session of its own, stdin from
 //! /dev/null, stdout and stderr appended to `<lab dir>/supervisor.log`. That supervisor runs exactly the
@@ -10,6 +10,11 @@
 //! `novanet lab down` on a lab with a live supervisor sends SIGTERM to that PID only, after checking its
 //! start time (PIDs get reused), and waits for it to remove the lab; if it is gone or does not finish, the
 //! lab is removed from its state file as for any other lab.
+//!
+//! A light lab (`novanet lab up`) gets a supervisor too, in the role [`SupervisorRole::Agents`]: `lab up`
+//! starts `novanet lab supervise --name <lab>` the same way (own session, `supervisor.log`) and records
+//! it; it restarts agents that die ([`novanet_lab::agent_supervision`]). `lab down` stops it first (SIGTERM:
+//! it finishes the restart under way and exits), then removes the lab itself.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -22,7 +27,8 @@ use anyhow::Context;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use novanet_lab::state::{LabState, StateError, SupervisorState, lab_dir};
+use novanet_lab::agent_supervision::{Event, Supervision};
+use novanet_lab::state::{LabState, StateError, SupervisorRole, SupervisorState, lab_dir};
 use novanet_lab::{Lab, LabError};
 
 /// The supervisor's output, in the lab directory.
@@ -176,6 +182,13 @@ fn copy_new(reader: &mut File) {
 pub fn down(name: &str) -> anyhow::Result<()> {
     let state = LabState::load(name)?;
     match state.supervisor {
+        Some(sup) if sup.is_running() && sup.role == SupervisorRole::Agents => {
+            println!("lab {name}: stopping its agent supervisor (pid {})", sup.pid);
+            if !stop(sup) {
+                let _ = kill(Pid::from_raw(sup.pid as i32), Signal::SIGKILL);
+                wait_gone(sup, Duration::from_secs(10));
+            }
+        }
         Some(sup) if sup.is_running() => {
             println!("lab {name}: asking its supervisor (pid {}) to remove it", sup.pid);
             if stop(sup) {
@@ -206,6 +219,81 @@ pub fn down(name: &str) -> anyhow::Result<()> {
     }
     println!("lab {name} removed");
     Ok(())
+}
+
+/// `novanet lab up`: starts the lab's agent supervisor and records it in the state file (it acts only once
+/// it finds itself there, so it never races `lab up` for the file).
+pub fn start_agent_supervisor(name: &str) -> anyhow::Result<SupervisorState> {
+    let dir = lab_dir(name);
+    let log = dir.join(LOG);
+    let mut cmd = Command::new(std::env::current_exe().context("locating this executable")?);
+    cmd.args(["lab", "supervise", "--name", name]);
+    let pid = novanet_lab::process::spawn_detached(&mut cmd, &log).context("starting the agent supervisor")?;
+    // Our child, not reaped: its PID cannot have been reused yet.
+    let sup = SupervisorState::of(pid, SupervisorRole::Agents).context("the agent supervisor exited at once")?;
+    let mut state = LabState::load(name)?;
+    state.supervisor = Some(sup);
+    state.save()?;
+    Ok(sup)
+}
+
+/// `novanet lab supervise`: the light lab's agent supervisor (see the module doc). Exits on SIGTERM or
+/// SIGINT, when the lab is gone, or when the state file names another supervisor.
+pub fn supervise_agents(name: &str) -> anyhow::Result<ExitCode> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().context("blocking SIGINT/SIGTERM")?;
+    let stopped = Arc::new(Mutex::new(None));
+    {
+        let stopped = stopped.clone();
+        std::thread::spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                *stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(sig);
+            }
+        });
+    }
+    let me = SupervisorState::of(std::process::id(), SupervisorRole::Agents).context("reading /proc/self/stat")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while LabState::load(name).ok().and_then(|s| s.supervisor) != Some(me) {
+        anyhow::ensure!(Instant::now() < deadline, "lab {name} did not record this supervisor (pid {})", me.pid);
+        std::thread::sleep(POLL);
+    }
+    println!("supervisor {} of lab {name}: restarting agents that die", me.pid);
+    let mut supervision = Supervision::default();
+    loop {
+        if let Some(sig) = *stopped.lock().unwrap_or_else(|e| e.into_inner()) {
+            println!("{sig:?}: no longer supervising lab {name}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut lab = match Lab::load(name) {
+            Ok(lab) => lab,
+            Err(LabError::State(StateError::NoSuchLab { .. })) => {
+                println!("lab {name} is gone");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                println!("reading lab {name}: {e}");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if lab.state.supervisor != Some(me) {
+            println!("lab {name} has another supervisor now; exiting");
+            return Ok(ExitCode::SUCCESS);
+        }
+        for event in supervision.tick(&mut lab, Instant::now()) {
+            match event {
+                Event::Restarted { node, pid, after } => {
+                    println!("node {node}: agent restarted (pid {pid}), {after:.1?} after it was found dead")
+                }
+                Event::Failed { node, error, next_in } => {
+                    println!("node {node}: restarting the agent failed: {error}; next try in {next_in:?}")
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// SIGTERM to the supervisor (if it is still that process), then waits for it to exit; false on timeout.

@@ -102,7 +102,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     // CNI ADD during the outage (the runtime has the pod; the API is away): wired and reachable.
     novanet_lab::pod::add(&node, &mut during).unwrap();
     assert!(ping(lab.pod_command("a", "ping").unwrap(), during.ip.unwrap()));
-    assert!(novanet_lab::pod::remove(Some(&node), &mut during).is_empty());
+    assert!(novanet_lab::pod::remove(Some(&node), &mut during).problems().is_empty());
     // A restart of the agent during the outage keeps its pod CIDR and endpoints and serves, but it is not
     // ready: its sources have not completed a list (the lab waits for readiness, so the restart reports
     // exactly that).

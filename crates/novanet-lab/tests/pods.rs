@@ -117,6 +117,51 @@ fn a_server_pod_that_answered_its_node_still_serves_local_pods() {
     server.join().unwrap();
 }
 
+/// A hostNetwork client (the node's own namespace, as kubelet's probes and hostNetwork pods are) connects
+/// to a Service address only the node's NAT knows: kube-proxy's DNAT in OUTPUT runs after the route lookup
+/// of connect(), so the node needs a default route (into the lab's underlay) or the connect fails with
+/// ENETUNREACH first. The underlay, its gateway, has no uplink and forwards nothing.
+#[test]
+fn the_node_reaches_a_service_address_that_its_nat_translates() {
+    const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+    let lab = lab("hostsvc", &one_node("10.244.1.0/24", &["backend"]));
+    let gateway = novanet_lab::node::underlay_gateway(lab.state.underlay_cidr.unwrap());
+    let routes = ok_stdout("ip route", lab.node_command("n1", "ip").unwrap().args(["-4", "route", "show", "default"]).output().unwrap());
+    assert_eq!(routes, format!("default via {gateway} dev {}", novanet_lab::node::UNDERLAY_IFNAME));
+    let underlay = novanet_lab::netns::NetNs::existing(lab.state.underlay_netns.as_deref().unwrap());
+    let forward = ok_stdout("sysctl", underlay.command("sysctl").args(["-n", "net.ipv4.ip_forward"]).output().unwrap());
+    assert_eq!(forward, "0", "the underlay namespace must not forward");
+    let ul_links = ok_stdout("ip link", underlay.command("ip").args(["-o", "link", "show"]).output().unwrap());
+    let names: Vec<&str> = ul_links.lines().filter_map(|l| l.split(": ").nth(1)?.split('@').next()).collect();
+    assert_eq!(names, ["lo", "br0", "u0"], "the underlay has no uplink, only the bridge and the nodes' ports");
+
+    let backend = lab.pod_ip("backend").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = in_netns(&lab.pod("backend").unwrap().netns.clone(), move || {
+        let listener = TcpListener::bind(SocketAddrV4::new(backend, 0)).unwrap();
+        tx.send(listener.local_addr().unwrap().port()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).unwrap();
+        conn.write_all(&buf).unwrap();
+    });
+    let port = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let to = SocketAddrV4::new(backend, port).to_string();
+    node_iptables(&lab, &["-t", "nat", "-A", "OUTPUT", "-d", &SERVICE.to_string(), "-p", "tcp", "--dport", "80",
+        "-j", "DNAT", "--to-destination", &to]);
+    let hello = in_netns(&lab.node("n1").unwrap().netns.clone(), move || {
+        let mut conn = TcpStream::connect_timeout(&SocketAddrV4::new(SERVICE, 80).into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("node -> Service {SERVICE}:80: {e}"));
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).unwrap();
+        buf == *b"hello"
+    });
+    assert!(hello.join().unwrap(), "the backend's answer came back through the Service address");
+    server.join().unwrap();
+}
+
 /// One iptables rule in node n1 (inside the lab's namespace, never the host's).
 fn node_iptables(lab: &novanet_lab::Lab, rule: &[&str]) {
     ok_stdout("iptables", lab.node_command("n1", "iptables").unwrap().arg("-w").args(rule).output().unwrap());
@@ -166,6 +211,22 @@ fn agent_crash_and_restart_loses_no_packets() {
     let c = lab.pod_ip("c").unwrap();
     assert!(c != b && c != lab.pod_ip("a").unwrap(), "no address handed out twice after a restart");
     assert!(ping(lab.pod_command("c", "ping").unwrap(), b));
+}
+
+/// An agent that died (and stayed dead: no supervisor in a test's lab) makes CNI DEL fail during `down`,
+/// but removing its node takes the pods' endpoints with it: `down` must succeed and leave nothing.
+#[test]
+fn down_with_a_dead_agent_reports_only_what_remains() {
+    let lab = lab("deadagent", &one_node("10.244.1.0/24", &["a", "b"]));
+    let pid = lab.node("n1").unwrap().agent_pid.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the agent to die", Duration::from_secs(5), Duration::from_millis(20), || {
+        !novanet_lab::process::runs(pid, "novanet-agent")
+    });
+    let (prefix, dir) = (lab.state.prefix.clone(), lab.state.dir.clone());
+    lab.down().unwrap();
+    assert_eq!(namespaces_with_prefix(&prefix), Vec::<String>::new());
+    assert!(!dir.exists(), "{} is left", dir.display());
 }
 
 #[test]

@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 use novanet_lab::controlplane::bins_or_skip;
 use novanet_lab::{Lab, LabOptions, LabSpec};
 
-/// The pod networking conformance checks, and hostPort (NovaNet chains the reference portmap plugin).
+/// The pod networking conformance checks, hostPort (NovaNet chains the reference portmap plugin), and
+/// Services reached from hostNetwork pods (lab nodes have a default route, so the node's NAT sees them).
 const E2E_FOCUS: &str = "Networking Granular Checks: Pods should function for (intra|node)-pod communication: (http|udp)|\
-     HostPort validates that there is no conflict between pods with same hostPort but different hostIP and protocol";
+     HostPort validates that there is no conflict between pods with same hostPort but different hostIP and protocol|\
+     Services should work after the service has been recreated|\
+     Networking Granular Checks: Services should function for service endpoints using hostNetwork";
 
 struct Cluster {
     lab: Lab,

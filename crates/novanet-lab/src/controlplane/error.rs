@@ -49,7 +49,8 @@ pub enum ControlPlaneError {
     NotReady {
         component: &'static str,
         waited: Duration,
-        last_probe: String,
+        #[source]
+        last_probe: Box<crate::probe::ProbeError>,
         log: PathBuf,
         tail: String,
     },

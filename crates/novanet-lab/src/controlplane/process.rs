@@ -135,7 +135,7 @@ impl Component {
     pub fn wait_ready(
         &mut self,
         timeout: Duration,
-        probe: impl Fn() -> std::result::Result<(), String>,
+        probe: impl Fn() -> std::result::Result<(), crate::probe::ProbeError>,
     ) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -151,7 +151,7 @@ impl Component {
                 return Err(ControlPlaneError::NotReady {
                     component: self.name,
                     waited: start.elapsed(),
-                    last_probe,
+                    last_probe: Box::new(last_probe),
                     log: self.log.clone(),
                     tail: log_tail(&self.log),
                 });
@@ -213,7 +213,7 @@ pub(crate) fn curl_probe(
     url: &str,
     tls_args: &[&Path],
     insecure: bool,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), crate::probe::ProbeError> {
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{netns}")).args([
         "--",
@@ -232,12 +232,5 @@ pub(crate) fn curl_probe(
         cmd.arg(flag).arg(path);
     }
     cmd.arg(url);
-    match cmd.output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "curl {url}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Err(format!("could not run curl in {netns}: {e}")),
-    }
+    crate::netns::run(&mut cmd).map(|_| ()).map_err(crate::probe::ProbeError::from)
 }

@@ -44,6 +44,7 @@ pub use sysctls::{HostSysctls, KUBELET_SYSCTLS};
 
 use crate::controlplane::{ControlPlane, ControlPlaneError};
 use crate::state::NodeState;
+use crate::probe::{KubectlError, ProbeError};
 
 /// PATH of every process started in the node.
 const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -64,11 +65,11 @@ pub enum KubeNodeError {
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },
     #[error("{component} of node {node} is not ready after {secs}s ({last}); {log} ends with:\n{tail}")]
-    NotReady { component: &'static str, node: String, secs: u64, last: String, log: PathBuf, tail: String },
-    #[error("kubectl: {0}")]
-    Kubectl(String),
+    NotReady { component: &'static str, node: String, secs: u64, #[source] last: Box<ProbeError>, log: PathBuf, tail: String },
+    #[error("node {node}: the pod CIDR {cidr:?} is not a CIDR: {source}")]
+    BadPodCidr { node: String, cidr: String, source: ipnet::AddrParseError },
     #[error("node {node} is not {what} after {secs}s: {last}")]
-    Timeout { node: String, what: &'static str, secs: u64, last: String },
+    Timeout { node: String, what: &'static str, secs: u64, #[source] last: Box<ProbeError> },
     #[error("stopping node {node} left things behind: {problems:?}")]
     Leftovers { node: String, problems: Vec<String> },
 }
@@ -357,7 +358,7 @@ impl KubeNode {
         let own = procs::mnt_ns(std::process::id());
         self.wait("holder", Duration::from_secs(10), || {
             let ready = procs::runs(pid, &self.state.tag, None) && procs::mnt_ns(pid).is_some_and(|m| Some(m) != own);
-            if ready { Ok(()) } else { Err("no mount namespace of its own yet".into()) }
+            if ready { Ok(()) } else { Err(ProbeError::NotYet("no mount namespace of its own yet")) }
         })?;
         self.state.mount_ns = procs::mnt_ns(pid);
         self.save()?;
@@ -389,9 +390,9 @@ impl KubeNode {
         let socket = self.containerd_socket();
         self.wait("containerd", opts.start_timeout, || {
             if !procs::alive(pid) {
-                return Err("exited".into());
+                return Err(ProbeError::Exited);
             }
-            run(Command::new("ctr").arg("-a").arg(&socket).arg("version")).map(|_| ()).map_err(|e| e.to_string())
+            crate::netns::run(Command::new("ctr").arg("-a").arg(&socket).arg("version")).map(|_| ()).map_err(ProbeError::from)
         })?;
 
         // kubelet: registers the Node itself.
@@ -409,7 +410,7 @@ impl KubeNode {
         self.save()?;
         self.wait("kubelet", opts.start_timeout, || {
             if !procs::alive(pid) {
-                return Err("exited".into());
+                return Err(ProbeError::Exited);
             }
             self.curl("http://127.0.0.1:10248/healthz", true)
         })?;
@@ -423,7 +424,7 @@ impl KubeNode {
             // Listening is enough: its healthz says 503 until it has synced rules, which needs the Node.
             self.wait("kube-proxy", opts.start_timeout, || {
                 if !procs::alive(pid) {
-                    return Err("exited".into());
+                    return Err(ProbeError::Exited);
                 }
                 self.curl("http://127.0.0.1:10256/healthz", false)
             })?;
@@ -467,21 +468,21 @@ impl KubeNode {
     }
 
     /// curl inside the node's network namespace; with `fail`, only a 2xx answer counts.
-    fn curl(&self, url: &str, fail: bool) -> std::result::Result<(), String> {
+    fn curl(&self, url: &str, fail: bool) -> std::result::Result<(), ProbeError> {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.state.netns))
             .args(["--", "curl", "-sS", "--max-time", "2", "-o", "/dev/null"]);
         if fail {
             cmd.arg("--fail");
         }
-        run(cmd.arg(url)).map(|_| ()).map_err(|e| e.to_string())
+        crate::netns::run(cmd.arg(url)).map(|_| ()).map_err(ProbeError::from)
     }
 
     fn wait(
         &self,
         component: &'static str,
         timeout: Duration,
-        mut probe: impl FnMut() -> std::result::Result<(), String>,
+        mut probe: impl FnMut() -> std::result::Result<(), ProbeError>,
     ) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -492,13 +493,13 @@ impl KubeNode {
                 }
                 Err(e) => e,
             };
-            if start.elapsed() >= timeout || last == "exited" {
+            if start.elapsed() >= timeout || matches!(last, ProbeError::Exited) {
                 let log = self.log(component);
                 return Err(KubeNodeError::NotReady {
                     component,
                     node: self.state.name.clone(),
                     secs: start.elapsed().as_secs(),
-                    last,
+                    last: Box::new(last),
                     tail: log_tail(&log),
                     log,
                 });
@@ -642,49 +643,40 @@ fn log_tail(path: &Path) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> std::result::Result<String, String> {
-    let out = Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .map_err(|e| format!("running {}: {e}", kubectl.display()))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+fn kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> std::result::Result<String, KubectlError> {
+    crate::probe::kubectl(kubectl, kubeconfig, args, None).map(|out| out.trim().to_string())
 }
 
 /// Waits until the Node `name` exists (the kubelet registered it) and has a pod CIDR (the
 /// controller-manager's choice), and returns that CIDR.
 pub fn wait_node_pod_cidr(kubectl_bin: &Path, kubeconfig: &Path, name: &str, timeout: Duration) -> Result<Ipv4Net> {
     let deadline = Instant::now() + timeout;
-    let mut last = String::new();
+    let mut last = ProbeError::NotYet("not asked yet");
     while Instant::now() < deadline {
         match kubectl(kubectl_bin, kubeconfig, &["get", "node", name, "-o", "jsonpath={.spec.podCIDR}"]) {
             Ok(cidr) if !cidr.is_empty() => {
-                return cidr.parse().map_err(|_| KubeNodeError::Kubectl(format!("node {name}: bad pod CIDR {cidr:?}")));
+                return cidr.parse().map_err(|source| KubeNodeError::BadPodCidr { node: name.into(), cidr, source });
             }
-            Ok(_) => last = "registered, no pod CIDR yet".into(),
-            Err(e) => last = e,
+            Ok(_) => last = ProbeError::NotYet("registered, no pod CIDR yet"),
+            Err(e) => last = e.into(),
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    Err(KubeNodeError::Timeout { node: name.into(), what: "registered with a pod CIDR", secs: timeout.as_secs(), last })
+    Err(KubeNodeError::Timeout { node: name.into(), what: "registered with a pod CIDR", secs: timeout.as_secs(), last: Box::new(last) })
 }
 
 /// Waits until the Node `name` is Ready (it needs a CNI configuration on the node).
 pub fn wait_node_ready(kubectl_bin: &Path, kubeconfig: &Path, name: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let mut last = String::new();
+    let mut last = ProbeError::NotYet("not asked yet");
     while Instant::now() < deadline {
         let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].message}";
         match kubectl(kubectl_bin, kubeconfig, &["get", "node", name, "-o", jsonpath]) {
             Ok(s) if s.starts_with("True") => return Ok(()),
-            Ok(s) => last = s,
-            Err(e) => last = e,
+            Ok(s) => last = ProbeError::Reports(s),
+            Err(e) => last = e.into(),
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Err(KubeNodeError::Timeout { node: name.into(), what: "Ready", secs: timeout.as_secs(), last })
+    Err(KubeNodeError::Timeout { node: name.into(), what: "Ready", secs: timeout.as_secs(), last: Box::new(last) })
 }
