@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use novanet_api::v1::agent_server::{Agent, AgentServer};
+use novanet_api::error_chain;
 use novanet_api::v1::{self as api};
 use novanet_model::{AttachmentId, Endpoint, NewEndpoint, PodRef, format_mac};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -59,21 +60,6 @@ fn attachment(a: Option<api::Attachment>) -> Result<AttachmentId, Status> {
 
 fn mac(bytes: &[u8], what: &str) -> Result<[u8; 6], Status> {
     bytes.try_into().map_err(|_| Status::invalid_argument(format!("{what} must be 6 bytes, got {}", bytes.len())))
-}
-
-/// The error and its sources, each once: what the CNI plugin shows the runtime.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
 }
 
 /// gRPC codes by cause: RESOURCE_EXHAUSTED when the node has no room for another endpoint (pool or map

@@ -9,5 +9,7 @@ pub mod v1 {
 }
 
 mod connect;
+mod error_chain;
 
 pub use connect::{DEFAULT_SOCKET, connect_unix};
+pub use error_chain::error_chain;

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use novanet_api::error_chain;
 use novanet_api::v1::agent_client::AgentClient;
 use novanet_api::v1::{
     AddEndpointRequest, AddEndpointResponse, Attachment, CheckEndpointRequest,
@@ -145,20 +146,6 @@ fn status_to_error(rpc: &str, socket: &Path, status: &tonic::Status) -> CniError
         status.code(),
         socket.display()
     ))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -87,18 +87,7 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
         novanet_lab::node::agent_status(&socket).map(|s| s.notices.iter().any(|n| n.contains("degraded"))).unwrap_or(false)
     });
     let node = lab.node("n1").unwrap().clone();
-    let mut during = novanet_lab::state::PodState {
-        namespace: "default".into(),
-        name: "during-outage".into(),
-        uid: "uid-during-outage".into(),
-        node: "n1".into(),
-        netns: format!("{}-outage", lab.state.prefix),
-        container_id: novanet_lab::pod::new_container_id(),
-        ip: None,
-        cni_result: None,
-        process_pid: None,
-        process_program: None,
-    };
+    let mut during = sandbox("during-outage", "n1", format!("{}-outage", lab.state.prefix));
     // CNI ADD during the outage (the runtime has the pod; the API is away): wired and reachable.
     novanet_lab::pod::add(&node, &mut during).unwrap();
     assert!(ping(lab.pod_command("a", "ping").unwrap(), during.ip.unwrap()));

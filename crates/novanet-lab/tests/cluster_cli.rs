@@ -10,45 +10,23 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::cli::{DownOnDrop, novanet};
 use common::{namespaces_with_prefix, ok_stdout, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use novanet_lab::controlplane::{CONTROL_PLANE_BINARIES, bins_or_skip};
 use novanet_lab::kubenode::{self, KubeNode, KubeNodeState};
 use novanet_lab::process::{is_same_process, start_time};
-use novanet_lab::state::{LabState, SupervisorState, lab_dir};
+use novanet_lab::state::{LabState, SupervisorState};
 
-const NOVANET: &str = env!("CARGO_BIN_EXE_novanet");
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// One lab cluster at a time: they are heavy, and the tests of this file run in parallel threads.
 static ONE_CLUSTER: Mutex<()> = Mutex::new(());
 
-fn novanet(args: &[&str]) -> Output {
-    let out = Command::new(NOVANET).current_dir(REPO).env("RUST_BACKTRACE", "0").args(args).output().unwrap();
-    eprintln!(
-        "+ novanet {} ({})\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
-/// Runs `novanet lab down` on drop while the lab's state file exists (a failed test leaves nothing).
-struct DownOnDrop(String);
-
-impl Drop for DownOnDrop {
-    fn drop(&mut self) {
-        if LabState::file(&lab_dir(&self.0)).exists() {
-            let _ = Command::new(NOVANET).args(["lab", "down", "--name", &self.0]).status();
-        }
-    }
-}
 
 /// A process recorded by the lab, with its start time (a reused PID is another process).
 struct Recorded {

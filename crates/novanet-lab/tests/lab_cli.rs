@@ -9,41 +9,19 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{namespaces_with_prefix, ok_stdout, wait_for};
+use common::cli::{DownOnDrop, REPO, novanet};
+use common::{namespaces_with_prefix, ok_stdout, sandbox, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use novanet_lab::netns::{NetNs, unique_prefix};
 use novanet_lab::process::{is_same_process, runs, start_time};
 use novanet_lab::state::{LabState, SupervisorRole, lab_dir};
 
-const NOVANET: &str = env!("CARGO_BIN_EXE_novanet");
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-fn novanet(args: &[&str]) -> Output {
-    let out = Command::new(NOVANET).current_dir(REPO).env("RUST_BACKTRACE", "0").args(args).output().unwrap();
-    eprintln!(
-        "+ novanet {} ({})\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
-/// Runs `novanet lab down` on drop while the lab's state file exists (a failed test leaves nothing).
-struct DownOnDrop(String);
-
-impl Drop for DownOnDrop {
-    fn drop(&mut self) {
-        if LabState::file(&lab_dir(&self.0)).exists() {
-            let _ = Command::new(NOVANET).args(["lab", "down", "--name", &self.0]).status();
-        }
-    }
-}
 
 #[test]
 fn a_killed_agent_comes_back_and_down_leaves_nothing() {
@@ -75,18 +53,7 @@ fn a_killed_agent_comes_back_and_down_leaves_nothing() {
 
     // CNI works again on that node: ADD, CHECK and DEL of a new sandbox through the restarted agent.
     let netns = NetNs::create(&format!("{}cni", unique_prefix())).unwrap();
-    let pod = novanet_lab::state::PodState {
-        namespace: "default".into(),
-        name: "after-restart".into(),
-        uid: "uid-after-restart".into(),
-        node: node.name.clone(),
-        netns: netns.name().to_string(),
-        container_id: novanet_lab::pod::new_container_id(),
-        ip: None,
-        cni_result: None,
-        process_pid: None,
-        process_program: None,
-    };
+    let pod = sandbox("after-restart", &node.name, netns.name().to_string());
     let conf = novanet_lab::pod::plugin_config(&node, None).unwrap();
     let result = novanet_lab::pod::run_cni(&node, &pod, "ADD", &conf).unwrap();
     assert!(novanet_lab::pod::result_ipv4(&result).is_some(), "{result}");

@@ -275,18 +275,7 @@ fn add_into_a_missing_netns_fails_cleanly() {
     let lab = lab("nonetns", &one_node("10.244.1.0/24", &[]));
     let node = lab.node("n1").unwrap().clone();
     let links_before = links(&lab, "n1");
-    let pod = novanet_lab::state::PodState {
-        namespace: "default".into(),
-        name: "ghost".into(),
-        uid: "uid-ghost".into(),
-        node: "n1".into(),
-        netns: format!("{}-does-not-exist", lab.state.prefix),
-        container_id: novanet_lab::pod::new_container_id(),
-        ip: None,
-        cni_result: None,
-        process_pid: None,
-        process_program: None,
-    };
+    let pod = sandbox("ghost", "n1", format!("{}-does-not-exist", lab.state.prefix));
     let conf = novanet_lab::pod::plugin_config(&node, None).unwrap();
     let err = novanet_lab::pod::run_cni(&node, &pod, "ADD", &conf).unwrap_err();
     let PodError::Cni { msg, .. } = &err else { panic!("expected a CNI error, got {err}") };

@@ -2,6 +2,8 @@
 //! unique namespace prefix; the lab is a drop guard, so it is removed even when the test panics.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
@@ -32,6 +34,23 @@ pub fn pod_spec(name: &str, node: &str) -> novanet_lab::PodSpec {
         node: node.into(),
         labels: Default::default(),
         command: None,
+    }
+}
+
+/// A sandbox the runtime made outside the lab's own bookkeeping (no CNI ADD yet): pod `name` in namespace
+/// "default" on `node`, in network namespace `netns`.
+pub fn sandbox(name: &str, node: &str, netns: String) -> novanet_lab::state::PodState {
+    novanet_lab::state::PodState {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        node: node.into(),
+        netns,
+        container_id: novanet_lab::pod::new_container_id(),
+        ip: None,
+        cni_result: None,
+        process_pid: None,
+        process_program: None,
     }
 }
 
