@@ -21,8 +21,8 @@ pub enum NodeError {
     Netns(#[from] NetnsError),
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
-    #[error("agent of node {node} did not become ready within {secs}s; see {log}: {last}")]
-    AgentNotReady { node: String, secs: u64, log: String, #[source] last: Box<ProbeError> },
+    #[error("agent of node {node} did not become ready within {secs}s; see {log}: {last}; its log ends:\n{tail}")]
+    AgentNotReady { node: String, secs: u64, log: String, tail: String, #[source] last: Box<ProbeError> },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
@@ -171,10 +171,15 @@ fn wait_agent_ready(node: &NodeState, timeout: Duration) -> Result<(), NodeError
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The log goes with the lab when a test's lab is removed: keep its end in the error.
+    let text = std::fs::read_to_string(node.agent_log()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
     Err(NodeError::AgentNotReady {
         node: node.name.clone(),
         secs: timeout.as_secs(),
         log: node.agent_log().display().to_string(),
+        tail,
         last: Box::new(last),
     })
 }

@@ -138,9 +138,16 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     c.kubectl(&["rollout", "status", "-n", "kube-system", "deploy/coredns", "--timeout=120s"]);
     // From both nodes: one of them runs CoreDNS, so one query is DNATed to a pod on the client's own node,
     // whose answer must go back through conntrack rather than the redirect fast path.
+    // kube-proxy programs the Service's rules asynchronously once CoreDNS is ready (until then it rejects:
+    // "connection refused"), so the first answer may take a few seconds.
     for pod in ["test-a", "test-b"] {
-        let answer = c.kubectl(&["exec", pod, "--", "nslookup", "kubernetes.default.svc.cluster.local"]);
-        assert!(answer.contains("10.96.0.1"), "{pod}: kubernetes.default did not resolve to its ClusterIP: {answer}");
+        let mut answer = String::new();
+        let resolved = common::poll(Duration::from_secs(30), Duration::from_secs(2), || {
+            let out = c.cmd("kubectl", &["exec", pod, "--", "nslookup", "kubernetes.default.svc.cluster.local"]);
+            answer = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            out.status.success() && answer.contains("10.96.0.1")
+        });
+        assert!(resolved, "{pod}: kubernetes.default did not resolve to its ClusterIP within 30 s: {answer}");
     }
     let answer = c.kubectl(&["exec", "test-a", "--", "nslookup", "kube-dns.kube-system.svc.cluster.local"]);
     assert!(answer.contains("10.96.0.10"), "{answer}");
