@@ -28,14 +28,18 @@ impl NatFlows {
         })
     }
 
-    /// Removes the flows that expired at monotonic time `now_ns` ([`NatFlows::expire`]) and the flows of
-    /// pods that are no longer local endpoints (removed by CNI DEL: the DEL itself never walks this map).
-    /// Returns how many.
+    /// Removes, in one walk of the map, the flows idle longer than their protocol's timeout at monotonic
+    /// time `now_ns` (the clock of `bpf_ktime_get_ns`, [`monotonic_now_ns`]; the datapath ignores those
+    /// already, this frees their slots) and the flows of pods that are no longer local endpoints (removed by
+    /// CNI DEL: the DEL itself never walks this map). Returns how many.
     pub fn sweep(&mut self, now_ns: u64) -> Result<usize, DataplaneError> {
         let local: HashSet<u32> = self.endpoints.keys()?.into_iter().map(|k| k.ip).collect();
-        let mut removed = self.expire(now_ns)?;
-        for key in self.map.keys()? {
-            if (!local.contains(&key.client_ip) || !local.contains(&key.server_ip)) && self.map.remove(&key)? {
+        let mut removed = 0;
+        for (key, seen) in self.map.entries()? {
+            let expired = now_ns.saturating_sub(seen.last_seen_ns) > NatFlowSeen::idle_ns(key.proto);
+            let gone = !local.contains(&key.client_ip) || !local.contains(&key.server_ip);
+            // `false` from remove: gone meanwhile (answered, evicted).
+            if (expired || gone) && self.map.remove(&key)? {
                 removed += 1;
             }
         }
@@ -47,21 +51,6 @@ impl NatFlows {
         let mut out: Vec<NatFlow> = self.map.keys()?.into_iter().map(flow).collect();
         out.sort_unstable();
         Ok(out)
-    }
-
-    /// Removes the flows idle longer than their protocol's timeout at monotonic time `now_ns` (the clock
-    /// of `bpf_ktime_get_ns`, [`monotonic_now_ns`]). Returns how many. The datapath ignores expired entries
-    /// already; this only frees their slots.
-    pub fn expire(&mut self, now_ns: u64) -> Result<usize, DataplaneError> {
-        let mut removed = 0;
-        for key in self.map.keys()? {
-            // Gone meanwhile (answered, evicted): nothing to do.
-            let Some(seen) = self.map.get(&key)? else { continue };
-            if now_ns.saturating_sub(seen.last_seen_ns) > NatFlowSeen::idle_ns(key.proto) && self.map.remove(&key)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 
