@@ -10,8 +10,10 @@
 #![no_std]
 
 pub mod maps;
+pub mod policy;
 
 pub use maps::*;
+pub use policy::*;
 
 /// Directory under the bpffs root where NovaNet pins its maps and programs.
 pub const PIN_DIR: &str = "novanet";
@@ -24,6 +26,10 @@ pub const POD_INGRESS_PROG: &str = "novanet_pod_ingress";
 /// the pod); also its pin and tc filter name.
 pub const POD_EGRESS_PROG: &str = "novanet_pod_egress";
 
+/// Name of the tc program on tc egress of the node's own interfaces towards other nodes (the underlay):
+/// judges pods' egress for flows the node's stack translated (Service addresses) before they leave.
+pub const NODE_EGRESS_PROG: &str = "novanet_node_egress";
+
 /// The link-local gateway every pod routes through. Each pod has a permanent neighbour entry for it that
 /// points at the MAC of its host-side veth, so pods never ARP for their gateway.
 pub const GATEWAY_V4: [u8; 4] = [169, 254, 1, 1];
@@ -34,5 +40,5 @@ pub const MAX_ENDPOINTS: u32 = 65_536;
 /// Size of [`NAT_FLOWS_MAP`] (LRU: the least recently used flows are forgotten first when it is full).
 pub const MAX_NAT_FLOWS: u32 = 65_536;
 
-/// Security identity of an endpoint that has not been given one yet (the policy issue fills this in).
+/// Security identity of an endpoint that has not been given one yet.
 pub const IDENTITY_UNKNOWN: u32 = 0;

@@ -134,6 +134,20 @@ pub enum Counter {
     DropSpoofedSource = 6,
     /// Packets the node's stack delivered to a local pod (tc egress of its host veth).
     DeliverFromStack = 7,
+    /// New flows to a local pod that no policy rule of the pod allows (the pod is ingress-isolated).
+    DropPolicyIngress = 8,
+    /// New flows from a local pod that no policy rule of the pod allows (the pod is egress-isolated).
+    DropPolicyEgress = 9,
+    /// New flows that policy allowed and conntrack now tracks.
+    CtNew = 10,
+    /// Packets of a tracked flow, in its original direction.
+    CtEstablished = 11,
+    /// Packets of a tracked flow, in its reply direction.
+    CtReply = 12,
+    /// ICMP errors about a tracked flow.
+    CtRelated = 13,
+    /// New flows allowed but not tracked because the conntrack insert failed (map pressure).
+    CtInsertFailed = 14,
 }
 
 impl Counter {
@@ -141,7 +155,7 @@ impl Counter {
     /// without a new map layout).
     pub const COUNT: u32 = 32;
     /// All counters, for userspace readers, in slot order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 15] = [
         Counter::RedirectLocal,
         Counter::PassToStack,
         Counter::PassNonIpv4,
@@ -150,6 +164,13 @@ impl Counter {
         Counter::PassLocalViaStack,
         Counter::DropSpoofedSource,
         Counter::DeliverFromStack,
+        Counter::DropPolicyIngress,
+        Counter::DropPolicyEgress,
+        Counter::CtNew,
+        Counter::CtEstablished,
+        Counter::CtReply,
+        Counter::CtRelated,
+        Counter::CtInsertFailed,
     ];
 
     /// Stable metric-style name.
@@ -163,6 +184,13 @@ impl Counter {
             Counter::PassLocalViaStack => "pass_local_via_stack",
             Counter::DropSpoofedSource => "drop_spoofed_source",
             Counter::DeliverFromStack => "deliver_from_stack",
+            Counter::DropPolicyIngress => "drop_policy_ingress",
+            Counter::DropPolicyEgress => "drop_policy_egress",
+            Counter::CtNew => "ct_new",
+            Counter::CtEstablished => "ct_established",
+            Counter::CtReply => "ct_reply",
+            Counter::CtRelated => "ct_related",
+            Counter::CtInsertFailed => "ct_insert_failed",
         }
     }
 }
