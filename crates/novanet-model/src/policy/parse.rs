@@ -59,7 +59,7 @@ pub enum Problem {
     EndPortWithoutPort { end_port: i32 },
     #[error("endPort {end_port} is below port {port}")]
     EndPortBelowPort { port: i32, end_port: i32 },
-    #[error("port name {name:?} ({protocol:?}) resolves on no pod: it allows nothing")]
+    #[error("port name {name:?} ({protocol}) resolves on no pod: it allows nothing")]
     UnresolvedPortName { name: String, protocol: Protocol },
 }
 
@@ -382,10 +382,10 @@ fn describe_ports(ports: &Option<Vec<ParsedPort>>) -> String {
     let parts: Vec<String> = ports
         .iter()
         .map(|p| match p {
-            ParsedPort::AllPorts(proto) => format!("{proto:?}/*").to_uppercase(),
-            ParsedPort::Range(proto, a, b) if a == b => format!("{}/{a}", format!("{proto:?}").to_uppercase()),
-            ParsedPort::Range(proto, a, b) => format!("{}/{a}-{b}", format!("{proto:?}").to_uppercase()),
-            ParsedPort::Name(proto, name) => format!("{}/{name}", format!("{proto:?}").to_uppercase()),
+            ParsedPort::AllPorts(proto) => format!("{proto}/*"),
+            ParsedPort::Range(proto, a, b) if a == b => format!("{proto}/{a}"),
+            ParsedPort::Range(proto, a, b) => format!("{proto}/{a}-{b}"),
+            ParsedPort::Name(proto, name) => format!("{proto}/{name}"),
         })
         .collect();
     parts.join(", ")
