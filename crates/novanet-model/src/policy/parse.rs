@@ -312,11 +312,13 @@ fn parse_peer(
         .filter(|(id, _)| **id >= IDENTITY_CLUSTER_MIN)
         .filter(|(_, l)| match &ns_sel {
             None => l.namespace == namespace,
-            Some(n) => {
-                let mut labels = l.namespace_labels.clone();
-                labels.insert(NAMESPACE_NAME_LABEL.into(), l.namespace.clone());
-                n.matches(&labels)
-            }
+            Some(n) => n.matches_by(|k| {
+                if k == NAMESPACE_NAME_LABEL {
+                    Some(l.namespace.as_str())
+                } else {
+                    l.namespace_labels.get(k).map(String::as_str)
+                }
+            }),
         })
         .filter(|(_, l)| pod_sel.as_ref().is_none_or(|p| p.matches(&l.pod)))
         .map(|(id, _)| *id)

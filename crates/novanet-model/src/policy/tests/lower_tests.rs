@@ -34,7 +34,6 @@ fn keys_for_any_protocol_one_protocol_one_port_and_a_range() {
             .into_iter()
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
-            .map(|(l, k, r)| (l, k, r))
             .collect::<Vec<_>>()
     );
     // Endpoint in network byte order: the first byte in memory is 10.
