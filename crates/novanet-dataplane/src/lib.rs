@@ -46,7 +46,7 @@ use aya::{Ebpf, EbpfLoader};
 pub use bpffs::is_bpffs;
 pub use conntrack::{Conntrack, CtFlow, ct_expired, ct_flow};
 pub use error::DataplaneError;
-pub use lpm::{BpfLpmTrie, LpmHandle, MemLpm, masked};
+pub use lpm::{BpfLpmTrie, LpmEntry, LpmHandle, MemLpm, masked};
 pub use maps::{BpfHashMap, MapHandle};
 pub use mem_map::{Faults, MapOp, MemMap};
 pub use nat_flows::{NatFlow, NatFlows, monotonic_now_ns};

@@ -13,6 +13,9 @@ use crate::MapHandle;
 use crate::maps::map_err;
 use crate::mem_map::MemMap;
 
+/// One LPM entry: `((prefix_len, key), value)`.
+pub type LpmEntry<K, V> = ((u32, K), V);
+
 /// A longest-prefix-match map of the datapath.
 pub trait LpmHandle<K, V>: Send {
     /// The map's name (`novanet_common::*_MAP`).
@@ -23,7 +26,7 @@ pub trait LpmHandle<K, V>: Send {
     /// Removes the entry of exactly that prefix; `false` when there was none.
     fn remove(&mut self, prefix_len: u32, key: &K) -> Result<bool, DataplaneError>;
     /// Every entry as `((prefix_len, key), value)`.
-    fn entries(&self) -> Result<Vec<((u32, K), V)>, DataplaneError>;
+    fn entries(&self) -> Result<Vec<LpmEntry<K, V>>, DataplaneError>;
     /// The value of the longest prefix matching all of `key`'s bits: what the datapath finds.
     fn lookup(&self, key: &K) -> Result<Option<V>, DataplaneError>;
 }
@@ -99,7 +102,7 @@ impl<K: aya::Pod + Send, V: aya::Pod + Send> LpmHandle<K, V> for BpfLpmTrie<K, V
         }
     }
 
-    fn entries(&self) -> Result<Vec<((u32, K), V)>, DataplaneError> {
+    fn entries(&self) -> Result<Vec<LpmEntry<K, V>>, DataplaneError> {
         self.map
             .iter()
             .map(|e| e.map(|(k, v)| ((k.prefix_len(), k.data()), v)).map_err(map_err(self.name, "iterating")))
@@ -148,7 +151,7 @@ impl<K: Ord + Clone + Send + aya::Pod, V: Clone + Send> LpmHandle<K, V> for MemL
         self.inner.remove(&(prefix_len, masked(prefix_len, key)))
     }
 
-    fn entries(&self) -> Result<Vec<((u32, K), V)>, DataplaneError> {
+    fn entries(&self) -> Result<Vec<LpmEntry<K, V>>, DataplaneError> {
         self.inner.entries()
     }
 

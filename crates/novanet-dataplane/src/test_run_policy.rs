@@ -248,7 +248,7 @@ fn an_established_flow_stays_open_when_policy_changes_and_expired_entries_do_not
     let mut ct = BpfHashMap::<CtKey, CtEntry>::open_pinned(
         novanet_common::CT_MAP,
         novanet_common::MAX_CT,
-        &dp.map_pin(novanet_common::CT_MAP).unwrap().to_path_buf(),
+        dp.map_pin(novanet_common::CT_MAP).unwrap(),
         true,
     )
     .unwrap();
