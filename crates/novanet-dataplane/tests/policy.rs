@@ -222,3 +222,26 @@ fn ingress_policy_denies_new_tcp_connections_without_a_rule_and_keeps_establishe
     drop(open);
     drop(server);
 }
+
+#[test]
+fn the_node_interface_program_attaches_idempotently_and_detaches() {
+    let bpffs = TestBpffs::new();
+    let node = NetNs::create(&format!("{}-node", unique_prefix()));
+    // A veth pair inside the node namespace stands in for the underlay (no dummy module needed).
+    node.ok(&["ip", "link", "add", "underlay0", "type", "veth", "peer", "name", "underlay1"]);
+    node.ok(&["ip", "link", "set", "underlay0", "up"]);
+    node.in_ns(|| {
+        let mut dp = Dataplane::load(bpffs.path()).unwrap();
+        assert!(!dp.is_node_interface_attached("underlay0").unwrap());
+        let index = dp.attach_node_interface("underlay0").unwrap();
+        assert_eq!(dp.attach_node_interface("underlay0").unwrap(), index);
+        assert!(dp.is_node_interface_attached("underlay0").unwrap());
+        assert!(!dp.is_attached("underlay0").unwrap(), "no pod programs on the node interface");
+        let shown = node.ok(&["tc", "filter", "show", "dev", "underlay0", "egress"]);
+        assert_eq!(shown.matches("novanet_node_egress").count(), 1, "one filter after two attaches:\n{shown}");
+        assert!(Dataplane::detach_node_interface("underlay0").unwrap());
+        assert!(!dp.is_node_interface_attached("underlay0").unwrap());
+        assert!(!Dataplane::detach_node_interface("underlay0").unwrap());
+        assert!(!Dataplane::detach_node_interface("nosuchif0").unwrap());
+    });
+}
