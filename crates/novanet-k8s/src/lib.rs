@@ -23,6 +23,7 @@
 pub mod cidr_pool;
 pub mod error;
 pub mod health;
+pub mod identities;
 pub mod kinds;
 pub mod manifests;
 pub mod node;
@@ -34,6 +35,7 @@ pub mod stores;
 pub use cidr_pool::{Allocation, CidrPool, allocate_node_cidr, plan_allocation, select_free_cidr};
 pub use error::{CidrPoolError, Error, ManifestError};
 pub use health::{KindHealth, KindState};
+pub use identities::{Claim, IdentityApi, StoredIdentity};
 pub use kinds::{ObjectChange, ObjectKey, ObjectKind, WatchedKind};
 pub use manifests::{Manifests, load_manifests, parse_manifests};
 pub use node::{

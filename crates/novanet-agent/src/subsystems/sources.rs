@@ -30,6 +30,8 @@ pub struct Started {
     pub objects: Option<ClusterObjects>,
     /// Watches the agent's DaemonSet (`cleanupOnUninstall`), for the uninstall decision at exit.
     pub release: Option<ReleaseWatch>,
+    /// The apiserver client (identities), when there is an API.
+    pub client: Option<novanet_k8s::kube::Client>,
 }
 
 impl Sources {
@@ -41,7 +43,7 @@ impl Sources {
         if cfg.pod_cidr_source == PodCidrSource::Static {
             let pod_cidr = cfg.pod_cidr.context("podCIDR is required with podCIDRSource static")?;
             let sources = Sources { objects: None, source: None, background: Vec::new() };
-            return Ok(Started { sources, pod_cidr, objects: None, release: None });
+            return Ok(Started { sources, pod_cidr, objects: None, release: None, client: None });
         }
         let client = kubernetes::client(cfg).await?;
         let mut background = Vec::new();
@@ -61,9 +63,9 @@ impl Sources {
         if let Some(ip) = cfg.underlay_ip {
             background.push(kubernetes::publish_underlay(client.clone(), node.to_string(), ip.into()));
         }
-        let (objects, source) = KubeSource::start(client, node);
+        let (objects, source) = KubeSource::start(client.clone(), node);
         let sources = Sources { objects: Some(objects.clone()), source: Some(source), background };
-        Ok(Started { sources, pod_cidr, objects: Some(objects), release })
+        Ok(Started { sources, pod_cidr, objects: Some(objects), release, client: Some(client) })
     }
 }
 
