@@ -13,7 +13,7 @@
 //! - Dropping (or [`FileSource::stop`]ping) the source aborts its task; the stores stay readable.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
@@ -37,7 +37,12 @@ struct Stamp {
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { modified: m.modified().ok(), len: m.len(), ino: m.ino(), dev: m.dev() })
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        ino: m.ino(),
+        dev: m.dev(),
+    })
 }
 
 /// Keeps [`ClusterObjects`] equal to the last good contents of a manifests file. Aborts its task when
@@ -90,7 +95,7 @@ impl Reload {
         Reload { handled: None }
     }
 
-    fn check(&mut self, path: &PathBuf, source: &mut StaticSource) {
+    fn check(&mut self, path: &Path, source: &mut StaticSource) {
         let now = stamp(path);
         if self.handled == Some(now) {
             return;

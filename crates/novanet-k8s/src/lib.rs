@@ -34,8 +34,8 @@ pub mod sources;
 pub mod stores;
 
 pub use cidr_pool::{Allocation, CidrPool, allocate_node_cidr, plan_allocation, select_free_cidr};
-pub use file_source::FileSource;
 pub use error::{CidrPoolError, Error, ManifestError};
+pub use file_source::FileSource;
 pub use health::{KindHealth, KindState};
 pub use kinds::{ObjectChange, ObjectKey, ObjectKind, WatchedKind};
 pub use manifests::{Manifests, load_manifests, parse_manifests};

@@ -112,8 +112,10 @@ fn select<'a>(pods: &'a [PodState], filter: &[String]) -> Result<Vec<&'a PodStat
     }
     let mut out = Vec::new();
     for f in filter {
-        let found: Vec<&PodState> =
-            pods.iter().filter(|p| p.key() == *f || (!f.contains('/') && p.name == *f) || f == &format!("{}/*", p.namespace)).collect();
+        let found: Vec<&PodState> = pods
+            .iter()
+            .filter(|p| p.key() == *f || (!f.contains('/') && p.name == *f) || f == &format!("{}/*", p.namespace))
+            .collect();
         if found.is_empty() {
             return Err(ConnectivityError::NoSuchPod(f.clone()));
         }
@@ -169,7 +171,11 @@ fn enter_netns(netns: &str) -> Result<(), ConnectivityError> {
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| err(e.into()))
 }
 
-fn run_attempts(work: VecDeque<Attempt>, timeout: Duration, parallel: usize) -> Result<Vec<Outcome>, ConnectivityError> {
+fn run_attempts(
+    work: VecDeque<Attempt>,
+    timeout: Duration,
+    parallel: usize,
+) -> Result<Vec<Outcome>, ConnectivityError> {
     let total = work.len();
     let queue = Arc::new(Mutex::new(work));
     let (tx, rx) = mpsc::channel::<Result<Outcome, ConnectivityError>>();
@@ -276,7 +282,8 @@ impl Servers {
             };
             serve(&sockets, &stop);
         }));
-        rx.recv_timeout(Duration::from_secs(5)).map_err(|e| ConnectivityError::Thread(format!("server of {}: {e}", pod.key())))?
+        rx.recv_timeout(Duration::from_secs(5))
+            .map_err(|e| ConnectivityError::Thread(format!("server of {}: {e}", pod.key())))?
     }
 
     pub fn stop(&mut self) {

@@ -38,9 +38,7 @@ pub enum ObjectsError {
     Node { node: String, source: serde_json::Error },
     #[error("lab apply cannot add or change Nodes ({0}): the lab's nodes are made by `lab up`")]
     NodesNotSupported(String),
-    #[error(
-        "pod {0} is not in the lab: lab apply only updates the labels of existing pods (pods come from `lab up`)"
-    )]
+    #[error("pod {0} is not in the lab: lab apply only updates the labels of existing pods (pods come from `lab up`)")]
     NewPod(String),
     #[error("lab delete cannot remove pods ({0}): `lab down` removes the lab")]
     PodDelete(String),
@@ -100,7 +98,11 @@ pub fn render(state: &LabState, record: &Manifests) -> Result<Manifests, Objects
         out.nodes.push(typed);
     }
     for pod in &mut out.pods {
-        let key = format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or(""));
+        let key = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or("")
+        );
         let running = state.pods.iter().find(|p| p.key() == key);
         let status = pod.status.get_or_insert_with(Default::default);
         match running.and_then(|p| p.ip.map(|ip| (p, ip))) {
@@ -125,10 +127,7 @@ pub fn render(state: &LabState, record: &Manifests) -> Result<Manifests, Objects
         used.remove(ns.metadata.name.as_deref().unwrap_or(""));
     }
     for name in used {
-        out.namespaces.push(Namespace {
-            metadata: kube_meta(&name),
-            ..Default::default()
-        });
+        out.namespaces.push(Namespace { metadata: kube_meta(&name), ..Default::default() });
     }
     for ns in &mut out.namespaces {
         let name = ns.metadata.name.clone().unwrap_or_default();
@@ -154,7 +153,10 @@ pub fn apply(record: &mut Manifests, state: &LabState, changes: &Manifests) -> R
         let existing = record.pods.iter_mut().find(|p| ObjectKey::of(*p) == key);
         let Some(existing) = existing else {
             let in_state = state.pods.iter().any(|p| p.key() == key.to_string());
-            return Err(ObjectsError::NewPod(format!("{key}{}", if in_state { " (running, but not recorded)" } else { "" })));
+            return Err(ObjectsError::NewPod(format!(
+                "{key}{}",
+                if in_state { " (running, but not recorded)" } else { "" }
+            )));
         };
         existing.metadata.labels = pod.metadata.labels.clone();
         done.push(format!("pod/{key} labels updated"));
@@ -205,7 +207,11 @@ fn remove<K: novanet_k8s::WatchedKind>(list: &mut Vec<K>, gone: &[K], kind: &str
         let key = ObjectKey::of(obj);
         let before = list.len();
         list.retain(|o| ObjectKey::of(o) != key);
-        done.push(if list.len() < before { format!("{kind}/{key} deleted") } else { format!("{kind}/{key} not found") });
+        done.push(if list.len() < before {
+            format!("{kind}/{key} deleted")
+        } else {
+            format!("{kind}/{key} not found")
+        });
     }
 }
 
@@ -251,7 +257,11 @@ fn push_all<K: Serialize>(out: &mut String, objects: &[K], kind: &'static str) -
 fn write_atomic(path: &Path, text: &str) -> Result<(), ObjectsError> {
     let tmp = path.with_extension("yaml.tmp");
     std::fs::write(&tmp, text).map_err(|source| ObjectsError::Io { what: "writing", path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| ObjectsError::Io { what: "replacing", path: path.to_path_buf(), source })
+    std::fs::rename(&tmp, path).map_err(|source| ObjectsError::Io {
+        what: "replacing",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -347,7 +357,8 @@ spec: {podSelector: {}}
         let a = record.pods.iter().find(|p| p.metadata.name.as_deref() == Some("a")).unwrap();
         assert_eq!(a.metadata.labels.as_ref().unwrap().get("pod").map(String::as_str), Some("z"));
         assert!(a.spec.as_ref().unwrap().containers[0].ports.is_some(), "the rest of the pod is kept");
-        let new_pod = novanet_k8s::parse_manifests("apiVersion: v1\nkind: Pod\nmetadata: {name: q, namespace: x}\n").unwrap();
+        let new_pod =
+            novanet_k8s::parse_manifests("apiVersion: v1\nkind: Pod\nmetadata: {name: q, namespace: x}\n").unwrap();
         assert!(matches!(apply(&mut record, &state(), &new_pod), Err(ObjectsError::NewPod(_))));
         let done = delete(&mut record, &change.clone_without_pods()).unwrap();
         assert_eq!(done, ["networkpolicy/x/allow deleted"]);

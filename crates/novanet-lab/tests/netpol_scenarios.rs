@@ -13,7 +13,9 @@ use netpol::{Conn, Reachability, scenario};
 use novanet_lab::connectivity::Protocol;
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}")
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+    )
 }
 
 #[test]
@@ -30,28 +32,28 @@ fn no_policy_means_every_pod_reaches_every_pod() {
 fn default_deny_ingress_isolates_the_namespace_from_every_source() {
     let Some(s) = scenario() else { return };
     s.apply(&policy("x", "deny-ingress", "  podSelector: {}\n  policyTypes: [Ingress]\n"));
-    s.expect(&Reachability::with(&s.pods, |c| c.to_ns() != "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.dst_ns() != "x"));
 }
 
 #[test]
 fn default_deny_egress_stops_the_namespace_reaching_anyone() {
     let Some(s) = scenario() else { return };
     s.apply(&policy("x", "deny-egress", "  podSelector: {}\n  policyTypes: [Egress]\n"));
-    s.expect(&Reachability::with(&s.pods, |c| c.from_ns() != "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.src_ns() != "x"));
 }
 
 #[test]
 fn deny_all_ingress_and_egress() {
     let Some(s) = scenario() else { return };
     s.apply(&policy("x", "deny-all", "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n"));
-    s.expect(&Reachability::with(&s.pods, |c| c.from_ns() != "x" && c.to_ns() != "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.src_ns() != "x" && c.dst_ns() != "x"));
 }
 
 #[test]
 fn allow_from_the_same_namespace_only() {
     let Some(s) = scenario() else { return };
     s.apply(&policy("x", "same-ns", "  podSelector: {}\n  ingress:\n  - from:\n    - podSelector: {}\n"));
-    s.expect(&Reachability::with(&s.pods, |c| c.to_ns() != "x" || c.from_ns() == "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.dst_ns() != "x" || c.src_ns() == "x"));
 }
 
 #[test]
@@ -73,7 +75,7 @@ fn namespace_selector_only_matches_every_pod_of_those_namespaces() {
         "a-from-y",
         "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n",
     ));
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.from_ns() == "y"));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.src_ns() == "y"));
 }
 
 #[test]
@@ -95,7 +97,7 @@ fn pod_and_namespace_selector_in_two_peers_is_an_or() {
         "a-from-y-or-b",
         "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n    - podSelector: {matchLabels: {pod: b}}\n",
     ));
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.from_ns() == "y" || c.from == "x/b"));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.src_ns() == "y" || c.from == "x/b"));
 }
 
 fn namespace_expression(s: &netpol::Scenario, expression: &str, allowed: impl Fn(&str) -> bool) {
@@ -106,7 +108,7 @@ fn namespace_expression(s: &netpol::Scenario, expression: &str, allowed: impl Fn
             "  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{expression}]\n"
         ),
     ));
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || allowed(c.from_ns())));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || allowed(c.src_ns())));
 }
 
 #[test]
@@ -129,7 +131,7 @@ fn pod_expression(s: &netpol::Scenario, expression: &str, allowed: impl Fn(&str)
             "  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{}}\n      podSelector:\n        matchExpressions: [{expression}]\n"
         ),
     ));
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || allowed(c.from_pod())));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || allowed(c.src_pod())));
 }
 
 #[test]
@@ -187,7 +189,7 @@ fn a_named_port_resolves_per_pod_same_name_different_numbers() {
 fn an_unresolved_named_port_allows_nothing() {
     let Some(s) = scenario() else { return };
     s.apply(&policy("x", "nosuch", "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: nosuch, protocol: TCP}\n"));
-    s.expect(&Reachability::with(&s.pods, |c| c.to_ns() != "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.dst_ns() != "x"));
 }
 
 #[test]
@@ -210,7 +212,7 @@ fn egress_deny_all_with_dns_to_anywhere_allowed() {
         "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - ports:\n    - {port: 53, protocol: UDP}\n",
     ));
     let expected = Reachability::on(&s.pods, &[53, 80], &[Protocol::Tcp, Protocol::Udp], |c| {
-        Some(c.from_ns() != "x" || (c.port == 53 && c.protocol == Protocol::Udp))
+        Some(c.src_ns() != "x" || (c.port == 53 && c.protocol == Protocol::Udp))
     });
     s.expect(&expected);
 }
@@ -228,7 +230,7 @@ fn multiple_policies_are_a_union() {
         "from-b",
         "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}\n",
     ));
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.from_ns() == "y" || c.from == "x/b"));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.src_ns() == "y" || c.from == "x/b"));
 }
 
 #[test]
@@ -244,7 +246,7 @@ fn a_policy_update_takes_effect_while_traffic_flows() {
         )
     };
     s.apply(&from("y"));
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.from_ns() == "y"));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.src_ns() == "y"));
     // Traffic keeps flowing (probes in a loop) while the same policy is updated to another namespace.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let name = s.name.clone();
@@ -262,7 +264,7 @@ fn a_policy_update_takes_effect_while_traffic_flows() {
     };
     s.apply(&from("z"));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.from_ns() == "z"))
+        s.expect(&Reachability::with(&s.pods, |c| c.to != "x/a" || c.src_ns() == "z"))
     }));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     traffic.join().unwrap();
@@ -274,7 +276,7 @@ fn deleting_the_policy_restores_access() {
     let Some(s) = scenario() else { return };
     let deny = policy("x", "deny-ingress", "  podSelector: {}\n  policyTypes: [Ingress]\n");
     s.apply(&deny);
-    s.expect(&Reachability::with(&s.pods, |c| c.to_ns() != "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.dst_ns() != "x"));
     s.delete(&deny);
     s.expect(&Reachability::all(&s.pods, true));
 }
@@ -305,7 +307,7 @@ fn allow_from_one_namespace_isolates_the_pod_from_everyone_else() {
         "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: x}}\n",
     ));
     // y/a: only from x (its own namespace included in "everyone else"); the other pods of y stay open.
-    s.expect(&Reachability::with(&s.pods, |c| c.to != "y/a" || c.from_ns() == "x"));
+    s.expect(&Reachability::with(&s.pods, |c| c.to != "y/a" || c.src_ns() == "x"));
 }
 
 #[test]
@@ -340,7 +342,7 @@ fn a_policy_in_place_before_the_pod_starts_applies_from_its_first_packet() {
     s.lab().add_pod(&spec).unwrap();
     s.pods.push("x/d".into());
     // The first probe already sees the policy (no waiting for enforcement to catch up).
-    let expected = Reachability::with(&s.pods, |c| c.to != "x/d" || c.from_ns() == "y");
+    let expected = Reachability::with(&s.pods, |c| c.to != "x/d" || c.src_ns() == "y");
     let first = s.probe(&expected);
     let wrong = expected.mismatches(&first);
     assert!(wrong.is_empty(), "first probe after the pod started: {wrong:?}");
@@ -364,14 +366,14 @@ fn bad_input_leaves_the_other_policies_working() {
     // y/a and z/a: whatever the agent makes of the bad policies; x stays isolated, everyone else open.
     let expected = Reachability::on(&s.pods, &netpol::PORTS, &netpol::PROTOCOLS, |c| match c.to {
         "y/a" | "z/a" => None,
-        _ => Some(c.to_ns() != "x"),
+        _ => Some(c.dst_ns() != "x"),
     });
     s.expect(&expected);
     // A later valid policy still takes effect.
     s.apply(&policy("y", "deny-b", "  podSelector: {matchLabels: {pod: b}}\n  policyTypes: [Ingress]\n"));
     let expected = Reachability::on(&s.pods, &netpol::PORTS, &netpol::PROTOCOLS, |c| match c.to {
         "y/a" | "z/a" => None,
-        _ => Some(c.to_ns() != "x" && c.to != "y/b"),
+        _ => Some(c.dst_ns() != "x" && c.to != "y/b"),
     });
     s.expect(&expected);
 }

@@ -48,7 +48,8 @@ impl Sources {
                 return Ok(Started { sources, pod_cidr, objects: None, release: None });
             };
             let (objects, file) = FileSource::start(path);
-            let sources = Sources { objects: Some(objects.clone()), source: None, file: Some(file), background: Vec::new() };
+            let sources =
+                Sources { objects: Some(objects.clone()), source: None, file: Some(file), background: Vec::new() };
             return Ok(Started { sources, pod_cidr, objects: Some(objects), release: None });
         }
         let client = kubernetes::client(cfg).await?;

@@ -83,10 +83,10 @@ static SHARED: Mutex<Option<Lab>> = Mutex::new(None);
 
 extern "C" fn remove_shared_lab() {
     let lab = SHARED.lock().unwrap_or_else(PoisonError::into_inner).take();
-    if let Some(lab) = lab {
-        if let Err(e) = lab.down() {
-            eprintln!("netpol lab teardown: {e}");
-        }
+    if let Some(lab) = lab
+        && let Err(e) = lab.down()
+    {
+        eprintln!("netpol lab teardown: {e}");
     }
 }
 
@@ -221,16 +221,16 @@ pub struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    pub fn from_ns(&self) -> &str {
+    pub fn src_ns(&self) -> &str {
         self.from.split('/').next().unwrap_or("")
     }
-    pub fn to_ns(&self) -> &str {
+    pub fn dst_ns(&self) -> &str {
         self.to.split('/').next().unwrap_or("")
     }
-    pub fn from_pod(&self) -> &str {
+    pub fn src_pod(&self) -> &str {
         self.from.split('/').nth(1).unwrap_or("")
     }
-    pub fn to_pod(&self) -> &str {
+    pub fn dst_pod(&self) -> &str {
         self.to.split('/').nth(1).unwrap_or("")
     }
     pub fn tcp(&self) -> bool {
