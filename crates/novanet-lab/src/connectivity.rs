@@ -427,6 +427,20 @@ mod tests {
     }
 
     #[test]
+    fn filters_name_a_pod_by_key_or_name_or_a_whole_namespace() {
+        let pods = [pod("a", "n1", [10, 0, 0, 1]), pod("b", "n1", [10, 0, 0, 2])];
+        let keys = |f: &[&str]| -> Vec<String> {
+            let f: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+            select(&pods, &f).unwrap().iter().map(|p| p.key()).collect()
+        };
+        assert_eq!(keys(&[]), ["x/a", "x/b"]);
+        assert_eq!(keys(&["x/b"]), ["x/b"]);
+        assert_eq!(keys(&["a"]), ["x/a"]);
+        assert_eq!(keys(&["x/*"]), ["x/a", "x/b"]);
+        assert!(matches!(select(&pods, &["y/a".to_string()]), Err(ConnectivityError::NoSuchPod(_))));
+    }
+
+    #[test]
     fn servers_answer_tcp_and_udp_and_an_unreachable_target_is_not_connected() {
         if std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(1) != 0 {
             return novanet_testkit::skip("needs root to create network namespaces");
