@@ -223,9 +223,6 @@ impl AgentConfig {
     /// Settings that are accepted but whose feature lands in a later release; reported in status.
     pub fn inactive_settings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.default_deny {
-            out.push("defaultDeny: network policy enforcement is not in this build".to_string());
-        }
         if self.l4lb.enabled {
             out.push("l4lb.enabled: socket load balancing is not in this build".to_string());
         }
@@ -279,7 +276,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.routing_mode, RoutingMode::Native);
         assert_eq!(cfg.routing.peers.len(), 1);
-        assert_eq!(cfg.inactive_settings().len(), 3);
+        assert_eq!(cfg.inactive_settings().len(), 2);
         assert_eq!(cfg.cleanup_on_uninstall.unwrap().daemon_set, "novanet");
     }
 

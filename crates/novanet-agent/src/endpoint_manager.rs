@@ -73,10 +73,19 @@ pub struct Removal {
     pub failed: Vec<(AttachmentId, EndpointError)>,
 }
 
+/// Told of every endpoint the manager adds or removes, while the CNI call is still in flight (policy:
+/// a new address must never be judged with its previous owner's state). Failures are the observer's to
+/// report: they never fail the CNI call.
+pub trait EndpointObserver: Send + Sync {
+    fn added(&self, ep: &Endpoint);
+    fn removed(&self, ep: &Endpoint);
+}
+
 pub struct EndpointManager<D = Dataplane, S = StateFile> {
     table: EndpointTable,
     datapath: D,
     state: S,
+    observer: Option<std::sync::Arc<dyn EndpointObserver>>,
 }
 
 fn endpoint_info(ep: &Endpoint, host_ifindex: u32) -> EndpointInfo {
@@ -106,11 +115,21 @@ impl<S> EndpointManager<Dataplane, S> {
     pub fn dataplane(&self) -> &Dataplane {
         &self.datapath
     }
+
+    /// The loaded datapath, for the subsystems that attach programs of their own.
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.datapath
+    }
 }
 
 impl<D: EndpointDatapath, S: TableStore> EndpointManager<D, S> {
     pub fn new(table: EndpointTable, datapath: D, state: S) -> Self {
-        EndpointManager { table, datapath, state }
+        EndpointManager { table, datapath, state, observer: None }
+    }
+
+    /// Sets the one observer of endpoint changes (the policy engine).
+    pub fn set_observer(&mut self, observer: std::sync::Arc<dyn EndpointObserver>) {
+        self.observer = Some(observer);
     }
 
     pub fn table(&self) -> &EndpointTable {
@@ -164,6 +183,9 @@ impl<D: EndpointDatapath, S: TableStore> EndpointManager<D, S> {
             self.undo_add(undo);
             return Err(e);
         }
+        if let Some(observer) = &self.observer {
+            observer.added(&ep);
+        }
         info!(attachment = %ep.attachment, ip = %ep.ip, host_ifname = %ep.host_ifname, pod = %ep.pod.name, "endpoint added");
         Ok(ep)
     }
@@ -212,6 +234,9 @@ impl<D: EndpointDatapath, S: TableStore> EndpointManager<D, S> {
         let shared = self.table.iter().any(|other| other.ip == ep.ip && other.attachment != ep.attachment);
         if !shared {
             self.datapath.remove(ep.ip).map_err(EndpointError::datapath("removing from the endpoint map", ep.ip))?;
+            if let Some(observer) = &self.observer {
+                observer.removed(&ep);
+            }
         }
         self.table.remove(id);
         if let Err(e) = self.persist() {

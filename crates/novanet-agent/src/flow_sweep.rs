@@ -1,12 +1,12 @@
-//! The NAT-flow sweep: frees flows that idled out and flows of removed endpoints from the datapath's
-//! NAT-flow map, on a thread of its own with handles of its own, so neither CNI DEL nor the endpoint
-//! manager's lock ever waits for a walk of the map.
+//! Background sweeps of the datapath's flow maps (the NAT-flow map: flows that idled out and flows of
+//! removed endpoints; conntrack: expired entries), each on a thread of its own with handles of its own, so
+//! neither CNI DEL nor a manager's lock ever waits for a walk of a map.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use novanet_dataplane::{NatFlows, monotonic_now_ns};
+use novanet_dataplane::{DataplaneError, monotonic_now_ns};
 use tracing::{debug, warn};
 
 /// How often the map is swept.
@@ -19,18 +19,24 @@ pub struct FlowSweep {
 }
 
 impl FlowSweep {
-    pub fn start(mut flows: NatFlows, every: Duration) -> std::io::Result<Self> {
+    /// Calls `sweep(now)` every `every` on a thread named `name` (`now`: CLOCK_MONOTONIC in ns, the
+    /// datapath's clock); `sweep` returns how many entries it freed.
+    pub fn start(
+        name: &'static str,
+        every: Duration,
+        mut sweep: impl FnMut(u64) -> Result<usize, DataplaneError> + Send + 'static,
+    ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new().name("nat-flow-sweep".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
             loop {
                 match stopped.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
-                match flows.sweep(monotonic_now_ns()) {
+                match sweep(monotonic_now_ns()) {
                     Ok(0) => {}
-                    Ok(removed) => debug!(removed, "NAT flows swept"),
-                    Err(e) => warn!(error = %e, "sweeping the NAT-flow map"),
+                    Ok(removed) => debug!(sweep = name, removed, "flows swept"),
+                    Err(e) => warn!(sweep = name, error = %e, "sweeping a flow map"),
                 }
             }
         })?;

@@ -28,11 +28,17 @@ pub struct AgentService {
     manager: Arc<Mutex<EndpointManager>>,
     node: Arc<NodeInfo>,
     subsystems: Subsystems,
+    policy: Option<Arc<crate::subsystems::policy::Shared>>,
 }
 
 impl AgentService {
-    pub fn new(manager: Arc<Mutex<EndpointManager>>, node: NodeInfo, subsystems: Subsystems) -> Self {
-        AgentService { manager, node: Arc::new(node), subsystems }
+    pub fn new(
+        manager: Arc<Mutex<EndpointManager>>,
+        node: NodeInfo,
+        subsystems: Subsystems,
+        policy: Option<Arc<crate::subsystems::policy::Shared>>,
+    ) -> Self {
+        AgentService { manager, node: Arc::new(node), subsystems, policy }
     }
 
     /// Runs `f` with the endpoint manager on a blocking thread.
@@ -74,6 +80,10 @@ fn to_status(e: EndpointError) -> Status {
         EndpointError::Table(_) => Status::failed_precondition(msg),
         EndpointError::Datapath { .. } | EndpointError::Persist(_) => Status::internal(msg),
     }
+}
+
+fn json_reply(value: serde_json::Value) -> Result<Response<api::JsonReply>, Status> {
+    Ok(Response::new(api::JsonReply { json: value.to_string() }))
 }
 
 fn to_api(ep: &Endpoint) -> api::Endpoint {
@@ -220,6 +230,19 @@ impl Agent for AgentService {
     async fn list_endpoints(&self, _req: Request<api::ListEndpointsRequest>) -> Result<Response<api::ListEndpointsResponse>, Status> {
         self.with_manager(|m| Ok(Response::new(api::ListEndpointsResponse { endpoints: m.table().iter().map(to_api).collect() })))
             .await
+    }
+
+    async fn identities(&self, _req: Request<api::IdentitiesRequest>) -> Result<Response<api::JsonReply>, Status> {
+        json_reply(crate::grpc_policy::identities(self.policy.as_ref())?)
+    }
+
+    async fn policy(&self, req: Request<api::PolicyRequest>) -> Result<Response<api::JsonReply>, Status> {
+        json_reply(crate::grpc_policy::policy(self.policy.as_ref(), &req.into_inner().endpoint)?)
+    }
+
+    async fn policy_trace(&self, req: Request<api::PolicyTraceRequest>) -> Result<Response<api::JsonReply>, Status> {
+        let r = req.into_inner();
+        json_reply(crate::grpc_policy::trace(self.policy.as_ref(), &r.from, &r.to, r.port, &r.protocol)?)
     }
 }
 

@@ -24,8 +24,10 @@ mod flow_sweep;
 #[cfg(test)]
 mod fake_datapath;
 mod grpc;
+mod grpc_policy;
 mod install_cni;
 mod kubernetes;
+mod policy;
 mod state_file;
 mod subsystems;
 mod uninstall;
@@ -150,14 +152,17 @@ async fn start(cfg: &AgentConfig, node: &str, subsystems: &Subsystems) -> anyhow
     let persisted_cidr = persisted.as_ref().map(|p| p.pod_cidr);
 
     let kubernetes = subsystems::sources::Sources::start(cfg, node, persisted_cidr).await?;
-    let (pod_cidr, objects, release) = (kubernetes.pod_cidr, kubernetes.objects, kubernetes.release);
+    let (pod_cidr, objects, release, client) =
+        (kubernetes.pod_cidr, kubernetes.objects, kubernetes.release, kubernetes.client);
     subsystems.started(Box::new(kubernetes.sources));
 
     let endpoints = subsystems::endpoints::Endpoints::start(cfg, node, pod_cidr, state, persisted, objects.as_ref())?;
     let manager = endpoints.manager();
     subsystems.started(Box::new(endpoints));
 
-    subsystems.started(Box::new(subsystems::policy::start(cfg)));
+    let policy = subsystems::policy::start(cfg, node, objects.clone(), client, manager.clone())?;
+    let policy_view = policy.shared();
+    subsystems.started(policy.boxed());
     subsystems.started(Box::new(subsystems::tunnels::start(cfg)));
     subsystems.started(Box::new(subsystems::services::start(cfg)));
     subsystems.started(Box::new(subsystems::flows::start()));
@@ -170,7 +175,7 @@ async fn start(cfg: &AgentConfig, node: &str, subsystems: &Subsystems) -> anyhow
     };
     let node_info =
         NodeInfo { node_name: node.to_string(), source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() };
-    let service = AgentService::new(manager.clone(), node_info, subsystems.clone());
+    let service = AgentService::new(manager.clone(), node_info, subsystems.clone(), policy_view);
     let (api, api_exited) = subsystems::api::Api::start(service, &cfg.socket_path)?;
     subsystems.started(Box::new(api));
     Ok(Running { manager, release, api_exited })

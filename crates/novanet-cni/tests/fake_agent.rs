@@ -147,6 +147,18 @@ impl Agent for FakeAgent {
     ) -> Result<Response<ListEndpointsResponse>, Status> {
         Ok(Response::new(ListEndpointsResponse::default()))
     }
+
+    async fn identities(&self, _: Request<novanet_api::v1::IdentitiesRequest>) -> Result<Response<novanet_api::v1::JsonReply>, Status> {
+        Err(Status::unimplemented("the fake agent has no policy"))
+    }
+
+    async fn policy(&self, _: Request<novanet_api::v1::PolicyRequest>) -> Result<Response<novanet_api::v1::JsonReply>, Status> {
+        Err(Status::unimplemented("the fake agent has no policy"))
+    }
+
+    async fn policy_trace(&self, _: Request<novanet_api::v1::PolicyTraceRequest>) -> Result<Response<novanet_api::v1::JsonReply>, Status> {
+        Err(Status::unimplemented("the fake agent has no policy"))
+    }
 }
 
 /// A fake agent serving on a socket in a temporary directory, on its own runtime.

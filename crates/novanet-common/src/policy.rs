@@ -156,7 +156,7 @@ const _: () = assert!(core::mem::size_of::<CidrValue>() == 4);
 /// Key of [`CT_MAP`]: the flow as its first packet had it. ICMP echo uses the identifier as both ports,
 /// so a reply's reversed tuple is the request's.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CtKey {
     pub saddr: u32,
     pub daddr: u32,
@@ -244,7 +244,7 @@ impl PolicyConfig {
 
 /// Key of [`VERDICTS_MAP`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VerdictKey {
     /// The local endpoint's address (network byte order).
     pub endpoint: u32,

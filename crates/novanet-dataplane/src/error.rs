@@ -51,7 +51,7 @@ pub enum DataplaneError {
     InterfaceNotFound { name: String },
 
     /// Adding the clsact qdisc or the tc filter failed.
-    #[error("attaching {program} to tc ingress of {ifname}: {operation}")]
+    #[error("attaching {program} to a tc hook of {ifname}: {operation}")]
     Attach {
         program: &'static str,
         ifname: String,

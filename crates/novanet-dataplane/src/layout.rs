@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::MapType;
 use novanet_common::{
-    COUNTERS_MAP, COUNTERS_MAP_VERSION, Counter, CounterValue, ENDPOINTS_MAP, ENDPOINTS_MAP_VERSION, EndpointInfo,
-    EndpointKey, MAX_ENDPOINTS, MAX_NAT_FLOWS, NAT_FLOWS_MAP, NAT_FLOWS_MAP_VERSION, NatFlowKey, NatFlowSeen,
+    COUNTERS_MAP, COUNTERS_MAP_VERSION, CT_MAP, CT_MAP_VERSION, CidrKey, CidrValue, Counter, CounterValue, CtEntry,
+    CtKey, ENDPOINTS_MAP, ENDPOINTS_MAP_VERSION, EndpointInfo, EndpointKey, IPCACHE_MAP, IPCACHE_MAP_VERSION,
+    IpcacheValue, MAX_CT, MAX_ENDPOINTS, MAX_IPCACHE, MAX_NAT_FLOWS, MAX_POLICY_CIDRS, MAX_POLICY_ENTRIES,
+    MAX_VERDICTS, NAT_FLOWS_MAP, NAT_FLOWS_MAP_VERSION, NatFlowKey, NatFlowSeen, POLICY_CIDR_MAP,
+    POLICY_CIDR_MAP_VERSION, POLICY_CONFIG_MAP, POLICY_CONFIG_MAP_VERSION, POLICY_MAP, POLICY_MAP_VERSION,
+    PolicyConfig, PolicyKey, PolicyValue, VERDICTS_MAP, VERDICTS_MAP_VERSION, VerdictKey, VerdictValue,
 };
 
 /// The kernel-visible shape of a map.
@@ -78,8 +82,15 @@ const fn size<T>() -> u32 {
     size_of::<T>() as u32
 }
 
-/// This build's maps.
-pub const MAPS: [MapSpec; 3] = [
+/// The key size of an LPM trie whose key data is `T`: the kernel's `bpf_lpm_trie_key` is a `u32` prefix
+/// length followed by the data. (aya creates LPM tries with `BPF_F_NO_PREALLOC`, which the kernel requires;
+/// the shape check does not compare flags.)
+const fn lpm_key<T>() -> u32 {
+    4 + size::<T>()
+}
+
+/// This build's maps. The endpoint map stays first (tests build other layouts from it).
+pub const MAPS: [MapSpec; 9] = [
     MapSpec {
         name: ENDPOINTS_MAP,
         version: ENDPOINTS_MAP_VERSION,
@@ -129,6 +140,72 @@ pub const MAPS: [MapSpec; 3] = [
             ),
         }],
     },
+    MapSpec {
+        name: IPCACHE_MAP,
+        version: IPCACHE_MAP_VERSION,
+        shape: MapShape {
+            map_type: MapType::Hash,
+            key_size: size::<EndpointKey>(),
+            value_size: size::<IpcacheValue>(),
+            max_entries: MAX_IPCACHE,
+        },
+        past: &[],
+    },
+    MapSpec {
+        name: POLICY_MAP,
+        version: POLICY_MAP_VERSION,
+        shape: MapShape {
+            map_type: MapType::LpmTrie,
+            key_size: lpm_key::<PolicyKey>(),
+            value_size: size::<PolicyValue>(),
+            max_entries: MAX_POLICY_ENTRIES,
+        },
+        past: &[],
+    },
+    MapSpec {
+        name: POLICY_CIDR_MAP,
+        version: POLICY_CIDR_MAP_VERSION,
+        shape: MapShape {
+            map_type: MapType::LpmTrie,
+            key_size: lpm_key::<CidrKey>(),
+            value_size: size::<CidrValue>(),
+            max_entries: MAX_POLICY_CIDRS,
+        },
+        past: &[],
+    },
+    MapSpec {
+        name: CT_MAP,
+        version: CT_MAP_VERSION,
+        shape: MapShape {
+            map_type: MapType::LruHash,
+            key_size: size::<CtKey>(),
+            value_size: size::<CtEntry>(),
+            max_entries: MAX_CT,
+        },
+        past: &[],
+    },
+    MapSpec {
+        name: POLICY_CONFIG_MAP,
+        version: POLICY_CONFIG_MAP_VERSION,
+        shape: MapShape {
+            map_type: MapType::Array,
+            key_size: size::<u32>(),
+            value_size: size::<PolicyConfig>(),
+            max_entries: 1,
+        },
+        past: &[],
+    },
+    MapSpec {
+        name: VERDICTS_MAP,
+        version: VERDICTS_MAP_VERSION,
+        shape: MapShape {
+            map_type: MapType::Hash,
+            key_size: size::<VerdictKey>(),
+            value_size: size::<VerdictValue>(),
+            max_entries: MAX_VERDICTS,
+        },
+        past: &[],
+    },
 ];
 
 #[cfg(test)]
@@ -151,7 +228,11 @@ mod tests {
         for spec in &MAPS {
             for past in spec.past {
                 assert!(past.version < spec.version, "{}", spec.name);
-                assert_ne!(past.shape, spec.shape, "{} v{}: an unchanged layout needs no new version", spec.name, past.version);
+                assert_ne!(
+                    past.shape, spec.shape,
+                    "{} v{}: an unchanged layout needs no new version",
+                    spec.name, past.version
+                );
                 if past.carry == Carry::Entries {
                     assert_eq!(
                         (past.shape.key_size, past.shape.value_size),

@@ -22,14 +22,17 @@
 //! - Maps may be read and written from any namespace: they are not tied to one.
 
 mod bpffs;
+mod conntrack;
 mod error;
 pub mod layout;
+mod lpm;
 mod maps;
 mod mem_map;
 mod nat_flows;
 mod netlink;
 mod object;
 mod pins;
+mod policy_maps;
 pub mod programs;
 mod tc;
 mod upgrade;
@@ -41,12 +44,21 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 pub use bpffs::is_bpffs;
+pub use conntrack::{Conntrack, CtFlow, ct_expired, ct_flow};
 pub use error::DataplaneError;
+pub use lpm::{BpfLpmTrie, LpmEntry, LpmHandle, MemLpm, masked};
 pub use maps::{BpfHashMap, MapHandle};
 pub use mem_map::{Faults, MapOp, MemMap};
 pub use nat_flows::{NatFlow, NatFlows, monotonic_now_ns};
-use novanet_common::{COUNTERS_MAP, ENDPOINTS_MAP, EndpointKey, MAX_ENDPOINTS, NAT_FLOWS_MAP};
+use novanet_common::{
+    COUNTERS_MAP, CT_MAP, ENDPOINTS_MAP, EndpointKey, IPCACHE_MAP, MAX_ENDPOINTS, NAT_FLOWS_MAP, POLICY_CIDR_MAP,
+    POLICY_CONFIG_MAP, POLICY_MAP, VERDICTS_MAP,
+};
 pub use novanet_common::{Counter, CounterValue, EndpointInfo};
+pub use policy_maps::{
+    BpfPolicySwitch, EndpointVerdicts, MemPolicySwitch, PolicyMaps, PolicySwitch, endpoint_verdicts,
+    remove_endpoint_verdicts,
+};
 pub use tc::ifindex;
 pub use upgrade::Superseded;
 
@@ -65,6 +77,8 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, CounterValue>,
     nat_flows_pin: PathBuf,
     endpoints_pin: PathBuf,
+    /// Pin path of every map of the loaded layout.
+    map_pins: Vec<(&'static str, PathBuf)>,
     superseded: Vec<Superseded>,
 }
 
@@ -117,7 +131,9 @@ impl Dataplane {
         let endpoints = BpfHashMap::new(ENDPOINTS_MAP, MAX_ENDPOINTS, take_map(&mut ebpf, ENDPOINTS_MAP)?)?;
         let counters = match take_map(&mut ebpf, COUNTERS_MAP)? {
             map @ Map::PerCpuArray(_) => PerCpuArray::try_from(map).map_err(maps::map_err(COUNTERS_MAP, "opening"))?,
-            _ => return Err(DataplaneError::MissingInObject { kind: "per-CPU array", name: COUNTERS_MAP }),
+            _ => {
+                return Err(DataplaneError::MissingInObject { kind: "per-CPU array", name: COUNTERS_MAP });
+            }
         };
         let pin_of = |name: &'static str| {
             maps.iter()
@@ -126,8 +142,76 @@ impl Dataplane {
                 .ok_or(DataplaneError::MissingInObject { kind: "map", name })
         };
         let (nat_flows_pin, endpoints_pin) = (pin_of(NAT_FLOWS_MAP)?, pin_of(ENDPOINTS_MAP)?);
+        let map_pins = maps.iter().map(|s| (s.name, s.pin_path(&pin_dir))).collect();
         tracing::debug!(pin_dir = %pin_dir.display(), superseded = plan.superseded.len(), "dataplane loaded");
-        Ok(Self { ebpf, pin_dir, endpoints, counters, nat_flows_pin, endpoints_pin, superseded: plan.superseded })
+        Ok(Self {
+            ebpf,
+            pin_dir,
+            endpoints,
+            counters,
+            nat_flows_pin,
+            endpoints_pin,
+            map_pins,
+            superseded: plan.superseded,
+        })
+    }
+
+    /// Where map `name` of the loaded layout is pinned.
+    fn map_pin(&self, name: &'static str) -> Result<&Path, DataplaneError> {
+        self.map_pins
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.as_path())
+            .ok_or(DataplaneError::MissingInObject { kind: "map", name })
+    }
+
+    /// Handles of its own on the maps the policy subsystem owns (ipcache, policy and CIDR tries, policy
+    /// switch, verdict counters).
+    pub fn policy_maps(&self) -> Result<PolicyMaps, DataplaneError> {
+        PolicyMaps::open(&policy_maps::PolicyPins {
+            ipcache: self.map_pin(IPCACHE_MAP)?,
+            policy: self.map_pin(POLICY_MAP)?,
+            cidr: self.map_pin(POLICY_CIDR_MAP)?,
+            config: self.map_pin(POLICY_CONFIG_MAP)?,
+            verdicts: self.map_pin(VERDICTS_MAP)?,
+        })
+    }
+
+    /// A handle of its own on the conntrack map (listing, pressure gauge, expiry sweep).
+    pub fn conntrack(&self) -> Result<Conntrack, DataplaneError> {
+        Conntrack::open(self.map_pin(CT_MAP)?)
+    }
+
+    /// Ensures the node-interface programs of [`programs::PROGRAMS`] (policy at tc egress) are attached to
+    /// the node's underlay interface `ifname` (calling thread's namespace). Idempotent, replaces in place.
+    /// Returns the ifindex.
+    pub fn attach_node_interface(&mut self, ifname: &str) -> Result<u32, DataplaneError> {
+        let mut index = 0;
+        for (spec, hook) in programs::node_interface_programs() {
+            index = tc::attach(classifier(&mut self.ebpf, spec)?, spec, hook, ifname)?;
+        }
+        tracing::debug!(ifname, ifindex = index, "node interface programs attached");
+        Ok(index)
+    }
+
+    /// Whether all of NovaNet's node-interface filters are on `ifname`.
+    pub fn is_node_interface_attached(&self, ifname: &str) -> Result<bool, DataplaneError> {
+        for (spec, hook) in programs::node_interface_programs() {
+            if !tc::is_attached(spec, hook, ifname)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes NovaNet's node-interface filters from `ifname`; `Ok(false)` when there were none or the
+    /// interface is gone.
+    pub fn detach_node_interface(ifname: &str) -> Result<bool, DataplaneError> {
+        let mut any = false;
+        for (spec, hook) in programs::node_interface_programs() {
+            any |= tc::detach(spec, hook, ifname)?;
+        }
+        Ok(any)
     }
 
     /// Pins of other layout versions found at load. They stay until [`Dataplane::finish_upgrade`].
@@ -229,7 +313,8 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, DataplaneError> 
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, spec: &ProgramSpec) -> Result<&'a mut SchedClassifier, DataplaneError> {
-    let prog = ebpf.program_mut(spec.name).ok_or(DataplaneError::MissingInObject { kind: "program", name: spec.name })?;
+    let prog =
+        ebpf.program_mut(spec.name).ok_or(DataplaneError::MissingInObject { kind: "program", name: spec.name })?;
     prog.try_into().map_err(program_err(spec.name, "not a tc classifier"))
 }
 

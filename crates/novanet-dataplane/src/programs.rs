@@ -3,7 +3,7 @@
 //! [`crate::Dataplane`] loads, pins and attaches from this table only; adding a program is adding an entry
 //! (and its attach point, the first time a new kind of hook is used).
 
-use novanet_common::{POD_EGRESS_PROG, POD_INGRESS_PROG};
+use novanet_common::{NODE_EGRESS_PROG, POD_EGRESS_PROG, POD_INGRESS_PROG};
 
 /// The kind of eBPF program, i.e. how aya loads it and how it is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub enum AttachPoint {
     /// A hook of the host-side veth of every local pod (ingress = frames the pod sends, egress = frames the
     /// node's stack delivers to it). Attached per endpoint by `Dataplane::attach_endpoint`.
     PodVeth(TcHook),
+    /// A hook of the node's own interface towards other nodes (the underlay). Attached by
+    /// `Dataplane::attach_node_interface`.
+    NodeInterface(TcHook),
 }
 
 /// One program of the eBPF object.
@@ -42,7 +45,7 @@ pub struct ProgramSpec {
 
 /// Every program NovaNet loads. Pins: `<pin dir>/<name>`, replaced atomically on each load (pin a
 /// temporary name, rename over); filters own their program, so nothing per interface is pinned.
-pub const PROGRAMS: [ProgramSpec; 2] = [
+pub const PROGRAMS: [ProgramSpec; 3] = [
     ProgramSpec {
         name: POD_INGRESS_PROG,
         kind: ProgramKind::TcClassifier,
@@ -57,12 +60,28 @@ pub const PROGRAMS: [ProgramSpec; 2] = [
         tc_priority: 1,
         tc_handle: 1,
     },
+    ProgramSpec {
+        name: NODE_EGRESS_PROG,
+        kind: ProgramKind::TcClassifier,
+        attach: AttachPoint::NodeInterface(TcHook::Egress),
+        tc_priority: 1,
+        tc_handle: 1,
+    },
 ];
 
 /// The programs attached to every pod's host veth.
 pub fn pod_veth_programs() -> impl Iterator<Item = (&'static ProgramSpec, TcHook)> {
     PROGRAMS.iter().filter_map(|p| match p.attach {
         AttachPoint::PodVeth(hook) => Some((p, hook)),
+        AttachPoint::NodeInterface(_) => None,
+    })
+}
+
+/// The programs attached to the node's underlay interface.
+pub fn node_interface_programs() -> impl Iterator<Item = (&'static ProgramSpec, TcHook)> {
+    PROGRAMS.iter().filter_map(|p| match p.attach {
+        AttachPoint::NodeInterface(hook) => Some((p, hook)),
+        AttachPoint::PodVeth(_) => None,
     })
 }
 
@@ -76,7 +95,8 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), PROGRAMS.len());
-        let mut slots: Vec<_> = PROGRAMS.iter().map(|p| (format!("{:?}", p.attach), p.tc_priority, p.tc_handle)).collect();
+        let mut slots: Vec<_> =
+            PROGRAMS.iter().map(|p| (format!("{:?}", p.attach), p.tc_priority, p.tc_handle)).collect();
         slots.sort();
         slots.dedup();
         assert_eq!(slots.len(), PROGRAMS.len(), "two programs would fight over one tc filter");

@@ -16,6 +16,9 @@ use novanet_common::{
 use super::*;
 use crate::layout::Carry;
 
+#[path = "test_run_policy.rs"]
+mod policy;
+
 #[path = "../tests/support/bpffs.rs"]
 mod bpffs;
 use bpffs::TestBpffs as PinRoot;
@@ -366,7 +369,20 @@ fn second_load_adopts_pinned_maps_and_replaces_the_program_pin() {
     run(&first, &ipv4_to(POD_A));
     let pin_dir = root.path().join(PIN_DIR);
     assert_eq!(first.pin_dir(), pin_dir);
-    for pin in ["NOVANET_ENDPOINTS", "NOVANET_COUNTERS_v2", "NOVANET_NAT_FLOWS_v2", POD_INGRESS_PROG, POD_EGRESS_PROG] {
+    for pin in [
+        "NOVANET_ENDPOINTS",
+        "NOVANET_COUNTERS_v2",
+        "NOVANET_NAT_FLOWS_v2",
+        "NOVANET_IPCACHE",
+        "NOVANET_POLICY",
+        "NOVANET_POLICY_CIDR",
+        "NOVANET_CT",
+        "NOVANET_POLICY_CONFIG",
+        "NOVANET_VERDICTS",
+        POD_INGRESS_PROG,
+        POD_EGRESS_PROG,
+        novanet_common::NODE_EGRESS_PROG,
+    ] {
         assert!(pin_dir.join(pin).exists(), "{pin} is pinned");
     }
     assert!(first.superseded().is_empty());
@@ -423,6 +439,13 @@ fn counters_report_every_counter_in_order() {
             "pass_local_via_stack",
             "drop_spoofed_source",
             "deliver_from_stack",
+            "drop_policy_ingress",
+            "drop_policy_egress",
+            "ct_new",
+            "ct_established",
+            "ct_reply",
+            "ct_related",
+            "ct_insert_failed",
         ]
     );
 }

@@ -1,4 +1,5 @@
-//! Local endpoint lookup and same-node delivery.
+//! Local endpoint lookup and same-node delivery, and the node interface's egress hook. Policy
+//! (`enforce`) runs after anti-spoofing and the endpoint lookup, before delivery.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
@@ -7,7 +8,13 @@ use aya_ebpf::{
 };
 use novanet_common::{Counter, EndpointInfo, EndpointKey};
 
-use crate::{counters::count, flows, maps::ENDPOINTS, packet::Ipv4Frame};
+use crate::{
+    counters::count,
+    enforce, flows,
+    maps::ENDPOINTS,
+    packet::Ipv4Frame,
+    policy::{self, enforcing},
+};
 
 /// What to do with a frame a pod sent (tc ingress of its host-side veth).
 #[inline(always)]
@@ -22,14 +29,23 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
         count(ctx, Counter::DropSpoofedSource);
         return TC_ACT_SHOT as i32;
     }
-    let Some(info) = lookup(frame.daddr) else {
-        count(ctx, Counter::PassToStack);
-        return TC_ACT_OK as i32;
-    };
-    if info.flags & EndpointInfo::FLAG_DELETING != 0 {
+    let dst = lookup(frame.daddr);
+    if let Some(info) = dst
+        && info.flags & EndpointInfo::FLAG_DELETING != 0
+    {
         count(ctx, Counter::DropEndpointDeleting);
         return TC_ACT_SHOT as i32;
     }
+    let cfg = policy::config();
+    if enforcing(&cfg)
+        && let Err(reason) = enforce::from_pod(ctx, &cfg, &frame, dst.is_some())
+    {
+        return policy::drop(ctx, reason);
+    }
+    let Some(info) = dst else {
+        count(ctx, Counter::PassToStack);
+        return TC_ACT_OK as i32;
+    };
     if needs_stack(&frame) {
         count(ctx, Counter::PassLocalViaStack);
         return TC_ACT_OK as i32;
@@ -38,21 +54,49 @@ pub fn from_pod(ctx: &TcContext) -> i32 {
     redirect_to_pod(ctx, info.host_ifindex)
 }
 
-/// What to do with a frame the node's stack delivers to a pod (tc egress of its host-side veth): it
-/// always goes on to the pod; a flow one local pod opens towards another through the stack (a Service
-/// address DNATed to this pod, a hostPort) is recorded, so the answers take the stack too.
+/// What to do with a frame the node's stack delivers to a pod (tc egress of its host-side veth): it goes
+/// on to the pod unless policy denies it; a flow one local pod opens towards another through the stack (a
+/// Service address DNATed to this pod, a hostPort) is recorded, so the answers take the stack too.
 #[inline(always)]
 pub fn to_pod(ctx: &TcContext) -> i32 {
-    count(ctx, Counter::DeliverFromStack);
     let Some(frame) = Ipv4Frame::parse(ctx) else {
+        count(ctx, Counter::DeliverFromStack);
         return TC_ACT_OK as i32;
     };
+    let cfg = policy::config();
+    if enforcing(&cfg)
+        && let Err(reason) = enforce::to_pod(ctx, &cfg, &frame, || lookup(frame.saddr).is_some())
+    {
+        return policy::drop(ctx, reason);
+    }
+    count(ctx, Counter::DeliverFromStack);
     if let Some(ports) = frame.ports.filter(|p| p.opens)
         && lookup(frame.saddr).is_some()
     {
         flows::record(frame.saddr, frame.daddr, &ports);
     }
     TC_ACT_OK as i32
+}
+
+/// What to do with a frame leaving the node through its underlay interface (tc egress): while policy is
+/// enforced, a frame from a local endpoint goes through conntrack and, for a new flow, its egress policy
+/// (post-DNAT Service traffic). Everything else passes untouched and uncounted.
+#[inline(always)]
+pub fn from_node(ctx: &TcContext) -> i32 {
+    let cfg = policy::config();
+    if !enforcing(&cfg) {
+        return TC_ACT_OK as i32;
+    }
+    let Some(frame) = Ipv4Frame::parse(ctx) else {
+        return TC_ACT_OK as i32;
+    };
+    if lookup(frame.saddr).is_none() {
+        return TC_ACT_OK as i32;
+    }
+    match enforce::node_egress(ctx, &cfg, &frame) {
+        Ok(()) => TC_ACT_OK as i32,
+        Err(reason) => policy::drop(ctx, reason),
+    }
 }
 
 /// Whether `saddr` is the address of the endpoint whose host veth the frame arrived on.

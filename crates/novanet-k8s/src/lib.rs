@@ -25,6 +25,7 @@ pub mod cidr_pool;
 pub mod error;
 pub mod file_source;
 pub mod health;
+pub mod identities;
 pub mod kinds;
 pub mod manifests;
 pub mod node;
@@ -37,6 +38,7 @@ pub use cidr_pool::{Allocation, CidrPool, allocate_node_cidr, plan_allocation, s
 pub use error::{CidrPoolError, Error, ManifestError};
 pub use file_source::FileSource;
 pub use health::{KindHealth, KindState};
+pub use identities::{Claim, IdentityApi, StoredIdentity};
 pub use kinds::{ObjectChange, ObjectKey, ObjectKind, WatchedKind};
 pub use manifests::{Manifests, load_manifests, parse_manifests};
 pub use node::{

@@ -51,9 +51,10 @@ pub struct KubeSource {
 }
 
 impl KubeSource {
-    /// Starts one watcher per kind (must run inside a tokio runtime). Pods are limited to those
-    /// bound to `node_name` (`spec.nodeName` field selector); every other kind is watched in full.
-    pub fn start(client: Client, node_name: &str) -> (ClusterObjects, KubeSource) {
+    /// Starts one watcher per kind (must run inside a tokio runtime). Every kind is watched in full,
+    /// Pods too: policy needs the identity of every pod of the cluster, not only this node's
+    /// (`node_name` is kept for the callers that filter, e.g. the orphan sweep).
+    pub fn start(client: Client, _node_name: &str) -> (ClusterObjects, KubeSource) {
         let (objects, writers) = ClusterObjects::new();
         let ObjectWriters {
             pods,
@@ -65,11 +66,7 @@ impl KubeSource {
         } = writers;
         let all = watcher::Config::default;
         let tasks = vec![
-            spawn_watcher(
-                Api::<Pod>::all(client.clone()),
-                all().fields(&format!("spec.nodeName={node_name}")),
-                pods,
-            ),
+            spawn_watcher(Api::<Pod>::all(client.clone()), all(), pods),
             spawn_watcher(Api::<Namespace>::all(client.clone()), all(), namespaces),
             spawn_watcher(Api::<Node>::all(client.clone()), all(), nodes),
             spawn_watcher(

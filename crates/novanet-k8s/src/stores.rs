@@ -236,7 +236,7 @@ impl ClusterObjects {
         (objects, writers)
     }
 
-    /// Pods (from the apiserver: only those bound to this node).
+    /// Pods (every pod of the cluster).
     pub fn pods(&self) -> &Store<Pod> {
         &self.pods
     }

@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use novanet_api::v1::{ListEndpointsRequest, StatusRequest};
 
+mod policy_cmds;
+
 #[derive(Parser)]
 #[command(name = "novanetctl", version, about = "NovaNet CLI")]
 struct Cli {
@@ -34,6 +36,11 @@ enum Command {
     },
     /// Local endpoints.
     Endpoints,
+    /// Security identities in use: number, namespace, labels, pod count.
+    Identity,
+    /// The compiled NetworkPolicy of local endpoints with the policies its rules come from and the
+    /// verdict counters; `policy trace` explains one connection.
+    Policy(policy_cmds::PolicyArgs),
 }
 
 /// Exit status of `status --ready` when the agent answers but is not ready.
@@ -96,6 +103,8 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(NOT_READY);
             }
         }
+        Command::Identity => policy_cmds::identity(&mut client, json).await?,
+        Command::Policy(args) => policy_cmds::policy(&mut client, args, json).await?,
         Command::Endpoints => {
             let eps = client.list_endpoints(ListEndpointsRequest {}).await.context("endpoints")?.into_inner();
             if json {
@@ -114,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<16} {:<32} {:<16} {:<18} {}", "IP", "POD", "HOST IFACE", "POD MAC", "CONTAINER");
+                println!("{:<16} {:<32} {:<16} {:<18} CONTAINER", "IP", "POD", "HOST IFACE", "POD MAC");
                 for e in &eps.endpoints {
                     let pod = e.pod.clone().unwrap_or_default();
                     let a = e.attachment.clone().unwrap_or_default();

@@ -58,7 +58,7 @@ impl Endpoints {
         bpffs::ensure_mounted(&cfg.bpffs_root)?;
         let dataplane = Dataplane::load(&cfg.bpffs_root)
             .with_context(|| format!("loading the datapath under {}", cfg.bpffs_root.display()))?;
-        let flows = dataplane.nat_flows().context("opening the NAT-flow map")?;
+        let mut flows = dataplane.nat_flows().context("opening the NAT-flow map")?;
         let table = restore_table(persisted, pod_cidr)?;
         let mut manager = EndpointManager::new(table, dataplane, state);
         let report = manager.reconcile();
@@ -69,7 +69,8 @@ impl Endpoints {
         for old in manager.finish_upgrade().context("removing superseded map pins")? {
             info!(map = old.map, version = old.version, "superseded map layout unpinned");
         }
-        let flow_sweep = FlowSweep::start(flows, SWEEP_EVERY).context("starting the NAT-flow sweep")?;
+        let flow_sweep = FlowSweep::start("nat-flow-sweep", SWEEP_EVERY, move |now| flows.sweep(now))
+            .context("starting the NAT-flow sweep")?;
         let manager = Arc::new(Mutex::new(manager));
         let sweep = objects.map(|objects| {
             let interval = Duration::from_secs(cfg.orphan_sweep_seconds.max(1));

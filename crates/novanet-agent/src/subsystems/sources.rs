@@ -33,6 +33,8 @@ pub struct Started {
     pub objects: Option<ClusterObjects>,
     /// Watches the agent's DaemonSet (`cleanupOnUninstall`), for the uninstall decision at exit.
     pub release: Option<ReleaseWatch>,
+    /// The apiserver client (identities), when there is an API.
+    pub client: Option<novanet_k8s::kube::Client>,
 }
 
 impl Sources {
@@ -45,12 +47,12 @@ impl Sources {
             let pod_cidr = cfg.pod_cidr.context("podCIDR is required with podCIDRSource static")?;
             let Some(path) = &cfg.objects_file else {
                 let sources = Sources { objects: None, source: None, file: None, background: Vec::new() };
-                return Ok(Started { sources, pod_cidr, objects: None, release: None });
+                return Ok(Started { sources, pod_cidr, objects: None, release: None, client: None });
             };
             let (objects, file) = FileSource::start(path);
             let sources =
                 Sources { objects: Some(objects.clone()), source: None, file: Some(file), background: Vec::new() };
-            return Ok(Started { sources, pod_cidr, objects: Some(objects), release: None });
+            return Ok(Started { sources, pod_cidr, objects: Some(objects), release: None, client: None });
         }
         let client = kubernetes::client(cfg).await?;
         let mut background = Vec::new();
@@ -70,9 +72,9 @@ impl Sources {
         if let Some(ip) = cfg.underlay_ip {
             background.push(kubernetes::publish_underlay(client.clone(), node.to_string(), ip.into()));
         }
-        let (objects, source) = KubeSource::start(client, node);
+        let (objects, source) = KubeSource::start(client.clone(), node);
         let sources = Sources { objects: Some(objects.clone()), source: Some(source), file: None, background };
-        Ok(Started { sources, pod_cidr, objects: Some(objects), release })
+        Ok(Started { sources, pod_cidr, objects: Some(objects), release, client: Some(client) })
     }
 }
 
