@@ -144,6 +144,7 @@ fn lab_spec() -> anyhow::Result<LabSpec> {
     Ok(LabSpec {
         nodes: vec![NodeSpec { name: NODE.into(), pod_cidr: POD_CIDR.parse()? }],
         pods: vec![pod("client"), pod("server")],
+        manifests: Default::default(),
     })
 }
 

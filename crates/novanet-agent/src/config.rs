@@ -152,6 +152,13 @@ pub struct AgentConfig {
     /// Remove NovaNet from the node when this DaemonSet is deleted. Absent: never.
     #[serde(default)]
     pub cleanup_on_uninstall: Option<CleanupOnUninstall>,
+    /// With `podCIDRSource: static` only (no apiserver): a manifests file (the lab's format, multi-document
+    /// YAML of Nodes, Namespaces, Pods with `status.podIP`, NetworkPolicies, Services, EndpointSlices) that
+    /// fills the object stores instead of the API. Re-read when it changes (polled every 100 ms; replace it
+    /// atomically); objects missing from a new version are deleted; a version that does not parse keeps the
+    /// last good contents and degrades the `kubernetes` subsystem. The light lab writes one per lab.
+    #[serde(default)]
+    pub objects_file: Option<PathBuf>,
 }
 
 fn default_mask() -> u8 {
@@ -200,6 +207,9 @@ impl AgentConfig {
                 anyhow::bail!("podCIDRSource is cluster-pool but clusterCIDR is not set")
             }
             _ => {}
+        }
+        if self.objects_file.is_some() && self.pod_cidr_source != PodCidrSource::Static {
+            anyhow::bail!("objectsFile needs podCIDRSource static (otherwise the objects come from the Kubernetes API)");
         }
         if !(8..=30).contains(&self.node_cidr_mask_size) {
             anyhow::bail!("nodeCIDRMaskSize {} is outside 8..=30", self.node_cidr_mask_size);
@@ -286,6 +296,13 @@ mod tests {
     fn typo_is_rejected() {
         let err = AgentConfig::from_yaml("podCidr: 10.0.0.0/24\n").unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+
+    #[test]
+    fn objects_file_is_allowed_with_the_static_source_only() {
+        let cfg = AgentConfig::from_yaml("podCIDRSource: static\npodCIDR: 10.244.1.0/24\nobjectsFile: /run/x.yaml\n").unwrap();
+        assert_eq!(cfg.objects_file.as_deref(), Some(Path::new("/run/x.yaml")));
+        assert!(AgentConfig::from_yaml("objectsFile: /run/x.yaml\n").is_err());
     }
 
     #[test]

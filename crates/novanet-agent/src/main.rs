@@ -168,7 +168,11 @@ async fn start(cfg: &AgentConfig, node: &str, subsystems: &Subsystems) -> anyhow
     subsystems.started(Box::new(subsystems::flows::start()));
     subsystems.started(Box::new(subsystems::routing::start(cfg)));
 
-    let source = if objects.is_some() { "kubernetes" } else { "static" };
+    let source = match (&objects, &cfg.objects_file) {
+        (Some(_), Some(_)) => "objects-file",
+        (Some(_), None) => "kubernetes",
+        (None, _) => "static",
+    };
     let node_info =
         NodeInfo { node_name: node.to_string(), source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() };
     let service = AgentService::new(manager.clone(), node_info, subsystems.clone(), policy_view);

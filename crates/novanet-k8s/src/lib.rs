@@ -7,7 +7,8 @@
 //!   generation counter, and per-kind [`KindHealth`].
 //! - Two sources fill it with the same typed k8s-openapi objects through the same
 //!   `watcher::Event`s: [`KubeSource`] (apiserver watches with backoff) and [`StaticSource`]
-//!   ([`parse_manifests`] of multi-document YAML). Readers cannot tell them apart.
+//!   ([`parse_manifests`] of multi-document YAML). Readers cannot tell them apart. [`FileSource`]
+//!   keeps a [`StaticSource`] equal to a manifests file that changes (the light lab's agents).
 //! - [`ReleaseWatch`]: whether the agent's own DaemonSet is being removed (`helm uninstall`).
 //! - Node helpers ([`node_pod_cidrs`], [`wait_for_pod_cidr`], [`publish_node_address`]) and the
 //!   cluster-pool allocator ([`allocate_node_cidr`], pure core [`select_free_cidr`]).
@@ -22,6 +23,7 @@
 
 pub mod cidr_pool;
 pub mod error;
+pub mod file_source;
 pub mod health;
 pub mod identities;
 pub mod kinds;
@@ -34,6 +36,7 @@ pub mod stores;
 
 pub use cidr_pool::{Allocation, CidrPool, allocate_node_cidr, plan_allocation, select_free_cidr};
 pub use error::{CidrPoolError, Error, ManifestError};
+pub use file_source::FileSource;
 pub use health::{KindHealth, KindState};
 pub use identities::{Claim, IdentityApi, StoredIdentity};
 pub use kinds::{ObjectChange, ObjectKey, ObjectKind, WatchedKind};

@@ -1,5 +1,5 @@
-//! The two sources feeding [`ClusterObjects`]: the apiserver ([`KubeSource`]) and the lab's
-//! manifests ([`StaticSource`]). Both only ever hand `watcher::Event`s to the [`KindWriter`]s.
+//! The sources feeding [`ClusterObjects`]: the apiserver ([`KubeSource`]) and the lab's
+//! manifests ([`StaticSource`]; [`crate::FileSource`] keeps it equal to a file that changes). Both only ever hand `watcher::Event`s to the [`KindWriter`]s.
 //!
 //! Invariants:
 //! - One watcher task per kind, each wrapped in kube-rs' default backoff: watch restarts, 410 Gone
@@ -154,6 +154,18 @@ impl StaticSource {
         relist(&mut w.network_policies, m.network_policies);
         relist(&mut w.services, m.services);
         relist(&mut w.endpoint_slices, m.endpoint_slices);
+    }
+
+    /// Records a source error (e.g. a manifests file that does not parse) on every kind; the stores
+    /// keep their contents.
+    pub fn record_error(&self, error: &dyn std::fmt::Display) {
+        let w = &self.writers;
+        w.pods.record_error(error);
+        w.namespaces.record_error(error);
+        w.nodes.record_error(error);
+        w.network_policies.record_error(error);
+        w.services.record_error(error);
+        w.endpoint_slices.record_error(error);
     }
 
     /// Adds or updates the objects of `manifests`, leaving others alone.

@@ -1,5 +1,6 @@
 //! A whole lab: the underlay namespace (a bridge), the nodes, the pods; `up`, `down` and the operations
-//! tests need (add and remove pods, restart or kill an agent).
+//! tests need (add and remove pods, restart or kill an agent), and the cluster objects light-lab agents read
+//! (`objects.yaml`, rewritten after every change: see [`crate::objects`]; `apply`/`delete`).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use crate::controlplane::{ControlPlane, ControlPlaneConfig};
 use crate::kubenode::{self, KubeNode, KubeNodeOptions};
 use crate::netns::{NetNs, NetnsError};
 use crate::node::{self, NodeError};
+use crate::objects;
 use crate::pod::{self, PodError};
 use crate::spec::{LabSpec, NodeSpec, PodSpec};
 use crate::state::{LabState, NodeState, PodState, StateError, SupervisorState, lab_dir};
@@ -56,6 +58,8 @@ pub enum LabError {
     Images(#[from] crate::images::ImageError),
     #[error("{0}")]
     RealNodes(&'static str),
+    #[error(transparent)]
+    Objects(#[from] crate::objects::ObjectsError),
 }
 
 /// The underlay network inside the lab's namespaces (never the host's).
@@ -194,6 +198,9 @@ impl Lab {
         // not forward between its ports either, whatever the machine's defaults for new namespaces are.
         ul.sysctl("net.ipv4.ip_forward", "0")?;
         self.state.save()?;
+        // Before any agent starts: a light-lab agent is ready once it has read its objects file.
+        objects::save_record(&self.state.dir, &spec.manifests)?;
+        self.write_objects()?;
         if let Some(bin_dir) = &options.kubernetes {
             self.start_control_plane(bin_dir, &ul_name, underlay.prefix_len())?;
             if options.real_nodes {
@@ -233,6 +240,7 @@ impl Lab {
         if self.real_nodes {
             return self.add_real_node(node);
         }
+        self.write_objects()?;
         let kubeconfig = self.control_plane.as_ref().map(|cp| cp.admin_kubeconfig().to_path_buf());
         if kubeconfig.is_some() {
             self.kubectl_apply(&serde_json::json!({
@@ -240,7 +248,8 @@ impl Lab {
                 "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
             }))?;
         }
-        let result = node::prepare_files(&mut node, &self.bins, kubeconfig.as_deref());
+        let objects_file = objects::objects_file(&self.state.dir);
+        let result = node::prepare_files(&mut node, &self.bins, kubeconfig.as_deref(), &objects_file);
         self.replace_node(&node)?;
         result?;
         let result = node::start_agent(&mut node, &self.bins);
@@ -298,6 +307,15 @@ impl Lab {
             return Err(LabError::PodExists(spec.key()));
         }
         let node = self.node(&spec.node)?.clone();
+        let mut record = objects::load_record(&self.state.dir)?;
+        if !record.pods.iter().any(|p| {
+            p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()) && p.metadata.name.as_deref() == Some(spec.name.as_str())
+        }) {
+            record.pods.push(objects::pod_object(spec));
+            objects::save_record(&self.state.dir, &record)?;
+        }
+        // The agents know the pod (Pending, labels) before its CNI ADD, as kubelet's pods exist before theirs.
+        self.write_objects()?;
         let seq = self.state.pods.len();
         let uid = if self.control_plane.is_some() { self.create_api_pod(spec)? } else { spec.uid.clone() };
         let mut pod = PodState {
@@ -322,6 +340,7 @@ impl Lab {
         }
         self.state.pods.push(pod);
         self.state.save()?;
+        self.write_objects()?;
         Ok(self.state.pods.last().unwrap_or_else(|| unreachable!("just pushed")))
     }
 
@@ -340,7 +359,51 @@ impl Lab {
         let node = self.state.node(&pod.node).cloned();
         let problems = pod::remove(node.as_ref(), &mut pod).problems();
         self.state.save()?;
+        let mut record = objects::load_record(&self.state.dir)?;
+        record.pods.retain(|p| {
+            p.metadata.namespace.as_deref() != Some(pod.namespace.as_str()) || p.metadata.name.as_deref() != Some(pod.name.as_str())
+        });
+        objects::save_record(&self.state.dir, &record)?;
+        self.write_objects()?;
         if problems.is_empty() { Ok(()) } else { Err(LabError::Leftovers(problems)) }
+    }
+
+    /// Rewrites the agents' objects file from the lab's record and state (see [`crate::objects`]).
+    pub fn write_objects(&self) -> Result<(), LabError> {
+        if self.real_nodes {
+            return Ok(()); // real nodes' agents read the apiserver
+        }
+        let record = objects::load_record(&self.state.dir)?;
+        Ok(objects::write_objects(&self.state, &record)?)
+    }
+
+    /// `novanet lab apply`: adds or updates Namespaces, NetworkPolicies, Services and EndpointSlices, and the
+    /// labels of pods in the lab; then rewrites the objects file. One line per object says what was done.
+    pub fn apply(&self, changes: &novanet_k8s::Manifests) -> Result<Vec<String>, LabError> {
+        self.light_only()?;
+        let mut record = objects::load_record(&self.state.dir)?;
+        let done = objects::apply(&mut record, &self.state, changes)?;
+        objects::save_record(&self.state.dir, &record)?;
+        self.write_objects()?;
+        Ok(done)
+    }
+
+    /// `novanet lab delete`: removes the Namespaces, NetworkPolicies, Services and EndpointSlices named, then
+    /// rewrites the objects file.
+    pub fn delete(&self, changes: &novanet_k8s::Manifests) -> Result<Vec<String>, LabError> {
+        self.light_only()?;
+        let mut record = objects::load_record(&self.state.dir)?;
+        let done = objects::delete(&mut record, changes)?;
+        objects::save_record(&self.state.dir, &record)?;
+        self.write_objects()?;
+        Ok(done)
+    }
+
+    fn light_only(&self) -> Result<(), LabError> {
+        if self.real_nodes || self.control_plane.is_some() || self.state.kubeconfig.is_some() {
+            return Err(LabError::RealNodes("lab apply/delete change a light lab's objects; with an apiserver use kubectl"));
+        }
+        Ok(())
     }
 
     pub fn check_pod(&self, key: &str) -> Result<(), LabError> {

@@ -9,12 +9,14 @@
 pub mod agent_supervision;
 pub mod binaries;
 pub mod cluster_dns;
+pub mod connectivity;
 pub mod controlplane;
 pub mod kubenode;
 pub mod images;
 pub mod lab;
 pub mod netns;
 pub mod node;
+pub mod objects;
 pub mod pod;
 pub mod probe;
 pub mod process;

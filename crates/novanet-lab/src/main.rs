@@ -50,8 +50,46 @@ enum LabCmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Ping every pod from every pod and print the matrix.
+    /// Connect from every pod to every pod on each port and protocol (servers are started in the target pods
+    /// for the probe's duration) and print a matrix per port/protocol (`.` connected, `X` not), or JSON lines.
+    /// Exits 0 whatever the matrix says; non-zero only when the probe could not run.
     Probe {
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long, value_delimiter = ',', default_value = "80")]
+        ports: Vec<u16>,
+        #[arg(long, value_delimiter = ',', default_value = "tcp")]
+        protocols: Vec<novanet_lab::connectivity::Protocol>,
+        /// Source pods (`ns/pod`, a pod name, or `ns/*`); repeatable; all when absent.
+        #[arg(long)]
+        from: Vec<String>,
+        /// Target pods, as --from.
+        #[arg(long)]
+        to: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// Attempts at once.
+        #[arg(long, default_value_t = 96)]
+        parallel: usize,
+        /// One JSON object per attempt: {"from","to","port","protocol","connected"}.
+        #[arg(long)]
+        json: bool,
+        /// The old probe: ping every pod from every pod (exit 1 when one fails).
+        #[arg(long, conflicts_with = "json")]
+        ping: bool,
+    },
+    /// Add or update NetworkPolicies, Namespaces (Services, EndpointSlices) and the labels of the lab's pods
+    /// from a YAML file; the agents see the change within a fraction of a second (light labs).
+    Apply {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Remove the NetworkPolicies, Namespaces, Services and EndpointSlices named in a YAML file (light labs).
+    Delete {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
         #[arg(long, default_value = "default")]
         name: String,
     },
@@ -115,6 +153,26 @@ fn status(lab: &Lab) {
     for p in &lab.state.pods {
         println!("{:<28} {:<12} {:<16} {}", p.key(), p.node, p.ip.map(|i| i.to_string()).unwrap_or("-".into()), p.netns);
     }
+}
+
+fn connectivity(lab: &Lab, options: &novanet_lab::connectivity::ProbeOptions, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        lab.kube_nodes().is_empty(),
+        "lab probe of a real-node cluster is not supported yet: use kubectl exec with agnhost connect"
+    );
+    let outcomes = novanet_lab::connectivity::probe(&lab.state.pods, options).context("probing")?;
+    if json {
+        for o in &outcomes {
+            println!("{}", serde_json::to_string(o)?);
+        }
+        return Ok(());
+    }
+    for protocol in &options.protocols {
+        for port in &options.ports {
+            println!("{}", novanet_lab::connectivity::matrix(&outcomes, *port, *protocol));
+        }
+    }
+    Ok(())
 }
 
 fn probe(lab: &Lab) -> anyhow::Result<bool> {
@@ -232,9 +290,32 @@ fn main() -> anyhow::Result<ExitCode> {
             let st = lab.pod_command(&pod, program)?.args(args).status().context("running the command")?;
             return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
         }
-        LabCmd::Probe { name } => {
+        LabCmd::Probe { name, ping: true, .. } => {
             let ok = probe(&Lab::load(&name)?)?;
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        LabCmd::Probe { name, ports, protocols, from, to, timeout_ms, parallel, json, ping: false } => {
+            let options = novanet_lab::connectivity::ProbeOptions {
+                ports,
+                protocols,
+                from,
+                to,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                parallel,
+            };
+            connectivity(&Lab::load(&name)?, &options, json)?;
+        }
+        LabCmd::Apply { file, name } => {
+            let changes = novanet_k8s::load_manifests(&file).with_context(|| format!("reading {}", file.display()))?;
+            for line in Lab::load(&name)?.apply(&changes).with_context(|| format!("applying {}", file.display()))? {
+                println!("{line}");
+            }
+        }
+        LabCmd::Delete { file, name } => {
+            let changes = novanet_k8s::load_manifests(&file).with_context(|| format!("reading {}", file.display()))?;
+            for line in Lab::load(&name)?.delete(&changes).with_context(|| format!("deleting {}", file.display()))? {
+                println!("{line}");
+            }
         }
         LabCmd::Down { name } => supervisor::down(&name)?,
         LabCmd::Cluster { file, name, values, chart, detach: true, .. } => {

@@ -1,5 +1,7 @@
 //! What a lab is made of, read from a YAML file of Kubernetes objects (the same parser and the same
-//! typed objects the agent's static source uses): Nodes with pod CIDRs, and Pods bound to them.
+//! typed objects the agent's static source uses): Nodes with pod CIDRs, and Pods bound to them. The other
+//! objects (Namespaces, NetworkPolicies, Services, EndpointSlices) and the Pods as written (labels, named
+//! `containerPort`s) are kept in [`LabSpec::manifests`] for the agents' objects file ([`crate::objects`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,10 +48,13 @@ impl PodSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LabSpec {
     pub nodes: Vec<NodeSpec>,
     pub pods: Vec<PodSpec>,
+    /// The lab file's objects but its Nodes (see the module doc). Pods added later without an object here
+    /// get one made from their [`PodSpec`].
+    pub manifests: Manifests,
 }
 
 impl LabSpec {
@@ -103,7 +108,7 @@ impl LabSpec {
                 node,
             });
         }
-        Ok(LabSpec { nodes, pods })
+        Ok(LabSpec { nodes, pods, manifests: Manifests { nodes: Vec::new(), ..m } })
     }
 }
 

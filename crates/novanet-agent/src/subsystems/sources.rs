@@ -4,13 +4,15 @@
 //! Ready once every store completed its first list: until then a store's absences mean nothing (the
 //! orphan sweep and, later, policy must not act on them). A store that listed once stays synced through
 //! apiserver outages, serving its last contents, so an outage degrades the agent (a note in `status`)
-//! but does not make it unready. With `podCIDRSource: static` there is no API: inactive.
+//! but does not make it unready. With `podCIDRSource: static` there is no API: inactive, unless `objectsFile`
+//! names a manifests file, which then fills the same stores ([`FileSource`]: the light lab's agents), with the
+//! same readiness (ready once the file was read once) and degradation (a version that does not parse).
 
 use std::time::SystemTime;
 
 use anyhow::Context;
 use ipnet::Ipv4Net;
-use novanet_k8s::{ClusterObjects, KindHealth, KindState, KubeSource, ReleaseWatch};
+use novanet_k8s::{ClusterObjects, FileSource, KindHealth, KindState, KubeSource, ReleaseWatch};
 use tokio::task::JoinHandle;
 
 use super::{Health, Subsystem};
@@ -20,6 +22,7 @@ use crate::kubernetes;
 pub struct Sources {
     objects: Option<ClusterObjects>,
     source: Option<KubeSource>,
+    file: Option<FileSource>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -42,8 +45,14 @@ impl Sources {
     pub async fn start(cfg: &AgentConfig, node: &str, persisted_cidr: Option<Ipv4Net>) -> anyhow::Result<Started> {
         if cfg.pod_cidr_source == PodCidrSource::Static {
             let pod_cidr = cfg.pod_cidr.context("podCIDR is required with podCIDRSource static")?;
-            let sources = Sources { objects: None, source: None, background: Vec::new() };
-            return Ok(Started { sources, pod_cidr, objects: None, release: None, client: None });
+            let Some(path) = &cfg.objects_file else {
+                let sources = Sources { objects: None, source: None, file: None, background: Vec::new() };
+                return Ok(Started { sources, pod_cidr, objects: None, release: None, client: None });
+            };
+            let (objects, file) = FileSource::start(path);
+            let sources =
+                Sources { objects: Some(objects.clone()), source: None, file: Some(file), background: Vec::new() };
+            return Ok(Started { sources, pod_cidr, objects: Some(objects), release: None, client: None });
         }
         let client = kubernetes::client(cfg).await?;
         let mut background = Vec::new();
@@ -64,7 +73,7 @@ impl Sources {
             background.push(kubernetes::publish_underlay(client.clone(), node.to_string(), ip.into()));
         }
         let (objects, source) = KubeSource::start(client.clone(), node);
-        let sources = Sources { objects: Some(objects.clone()), source: Some(source), background };
+        let sources = Sources { objects: Some(objects.clone()), source: Some(source), file: None, background };
         Ok(Started { sources, pod_cidr, objects: Some(objects), release, client: Some(client) })
     }
 }
@@ -116,6 +125,7 @@ impl Subsystem for Sources {
         }
         // Dropping the source aborts its watchers; the stores keep their contents.
         self.source.take();
+        self.file.take();
     }
 }
 
