@@ -42,7 +42,7 @@ lab_dir="/run/novanet-lab/$name"
 cleanup() { "$CARGO_TARGET_DIR/release/novanet" lab down --name "$name" || true; }
 trap cleanup EXIT
 "$CARGO_TARGET_DIR/release/novanet" lab cluster --detach --name "$name"
-underlay=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["underlay_netns"])' "$lab_dir/state.json")
+underlay=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["underlayNetns"])' "$lab_dir/state.json")
 log="${NOVANET_E2E_LOG:-$(mktemp -t "novanet-e2e-$suite.XXXXXX")}"
 echo "e2e: $suite (focus: $focus; skip: $skip), log: $log"
 start=$(date +%s)

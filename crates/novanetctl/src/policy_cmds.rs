@@ -115,10 +115,17 @@ fn compact(v: &Value) -> String {
 }
 
 fn print_trace(v: &Value) {
-    println!("verdict: {}", compact(&v["verdict"]));
-    for dir in ["egress", "ingress"] {
-        if let Some(d) = v.get(dir).filter(|d| !d.is_null()) {
-            println!("{dir}: {}", compact(d));
-        }
+    let verdict = if v["allowed"].as_bool() == Some(true) { "ALLOWED" } else { "DENIED" };
+    println!("{} -> {} port {}/{}: {verdict}", end_name(&v["from"]), end_name(&v["to"]), s(&v["port"]), s(&v["protocol"]));
+    for (dir, at) in [("egress", "from"), ("ingress", "to")] {
+        let d = &v[dir];
+        println!("  {dir} at {}: {}", end_name(&v[at]), s(&d["explanation"]));
+    }
+}
+
+fn end_name(end: &Value) -> String {
+    match end.get("pod").and_then(Value::as_str) {
+        Some(pod) => format!("{pod} ({}, identity {})", s(&end["ip"]), s(&end["identity"])),
+        None => format!("{} (identity {})", s(&end["ip"]), s(&end["identity"])),
     }
 }
