@@ -9,6 +9,7 @@
 pub mod agent_supervision;
 pub mod binaries;
 pub mod cluster_dns;
+pub mod cluster_probe;
 pub mod connectivity;
 pub mod controlplane;
 pub mod kubenode;

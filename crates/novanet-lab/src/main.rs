@@ -52,7 +52,9 @@ enum LabCmd {
     },
     /// Connect from every pod to every pod on each port and protocol (servers are started in the target pods
     /// for the probe's duration) and print a matrix per port/protocol (`.` connected, `X` not), or JSON lines.
-    /// Exits 0 whatever the matrix says; non-zero only when the probe could not run.
+    /// On a real lab cluster the attempts are `kubectl exec ... /agnhost connect` from pods with an agnhost
+    /// container, to pods that serve the ports themselves. Exits 0 whatever the matrix says; non-zero only
+    /// when the probe could not run.
     Probe {
         #[arg(long, default_value = "default")]
         name: String,
@@ -156,11 +158,13 @@ fn status(lab: &Lab) {
 }
 
 fn connectivity(lab: &Lab, options: &novanet_lab::connectivity::ProbeOptions, json: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        lab.kube_nodes().is_empty(),
-        "lab probe of a real-node cluster is not supported yet: use kubectl exec with agnhost connect"
-    );
-    let outcomes = novanet_lab::connectivity::probe(&lab.state.pods, options).context("probing")?;
+    let outcomes = if lab.kube_nodes().is_empty() {
+        novanet_lab::connectivity::probe(&lab.state.pods, options).context("probing")?
+    } else {
+        let kubeconfig = lab.state.kubeconfig.as_ref().context("the lab cluster has no kubeconfig")?;
+        let bins = novanet_lab::controlplane::locate_bin_dir().context("the Kubernetes binaries (kubectl) are not built")?;
+        novanet_lab::cluster_probe::probe(&bins.join("kubectl"), kubeconfig, options).context("probing the cluster")?
+    };
     if json {
         for o in &outcomes {
             println!("{}", serde_json::to_string(o)?);

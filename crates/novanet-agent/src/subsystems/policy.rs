@@ -69,6 +69,8 @@ pub struct Shared {
     view: RwLock<Option<Arc<View>>>,
     health: RwLock<Health>,
     wake: Notify,
+    /// The compile notices last reported (each new one is logged once).
+    last_notices: Mutex<Vec<String>>,
     /// Conntrack entries after the last sweep (the map-pressure gauge).
     ct_entries: std::sync::atomic::AtomicUsize,
     default_deny: bool,
@@ -202,6 +204,7 @@ pub fn start(
         view: RwLock::new(None),
         health: RwLock::new(Health::not_ready("waiting for the object stores' first list")),
         ct_entries: std::sync::atomic::AtomicUsize::new(0),
+        last_notices: Mutex::new(Vec::new()),
         wake: Notify::new(),
         default_deny: cfg.default_deny,
         node: node.to_string(),
@@ -355,7 +358,15 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         warn!(error = %e, "policy map update failed; the endpoint fails closed");
     }
     notes.extend(report.errors.iter().map(|e| format!("datapath: {e} (affected endpoints deny what the missing entries would allow)")));
-    notes.extend(compiled.notices.iter().map(notice_text));
+    let notices: Vec<String> = compiled.notices.iter().map(notice_text).collect();
+    {
+        let mut last = shared.last_notices.lock().unwrap_or_else(PoisonError::into_inner);
+        for n in notices.iter().filter(|n| !last.contains(n)) {
+            warn!(notice = %n, "NetworkPolicy problem: the bad part allows nothing, the rest applies");
+        }
+        *last = notices.clone();
+    }
+    notes.extend(notices);
     let view = View {
         input_policies: snapshot.policies,
         namespaces: snapshot.namespaces,
