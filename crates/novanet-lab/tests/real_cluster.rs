@@ -20,6 +20,18 @@ const E2E_FOCUS: &str = "Networking Granular Checks: Pods should function for (i
      Services should work after the service has been recreated|\
      Networking Granular Checks: Services should function for service endpoints using hostNetwork";
 
+/// Kubernetes' NetworkPolicy suite, without the specs that need SCTP.
+const NETPOL_FOCUS: &str = "\\[sig-network\\] Netpol ";
+const NETPOL_SKIP: &str = "SCTP";
+
+/// The agent pod on `node`.
+fn agent_on(c: &Cluster, node: &str) -> String {
+    c.kubectl(&[
+        "get", "pods", "-n", "novanet-system", "--field-selector", &format!("spec.nodeName={node}"), "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])
+}
+
 struct Cluster {
     lab: Lab,
     bin_dir: std::path::PathBuf,
@@ -210,6 +222,49 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
     }
     common::say(&format!("e2e took {:?}", e2e_started.elapsed()));
     assert!(e2e.status.success(), "e2e failed:\n{log}\n{}", String::from_utf8_lossy(&e2e.stderr));
+
+    // Kubernetes' own NetworkPolicy suite: the 45 `[sig-network] Netpol` specs that need no SCTP (this
+    // kernel has none). The suite reaches its pods through Services (kube-proxy here).
+    let netpol_started = Instant::now();
+    let netpol = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ul}"))
+        .arg("--")
+        .arg(c.bin_dir.join("e2e.test"))
+        .arg(format!("--kubeconfig={}", admin.display()))
+        .args(["--provider=skeleton", "--ginkgo.no-color", "--ginkgo.timeout=60m"])
+        .arg(format!("--ginkgo.focus={NETPOL_FOCUS}"))
+        .arg(format!("--ginkgo.skip={NETPOL_SKIP}"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&netpol.stdout);
+    for line in log.lines().filter(|l| l.contains("Ran ") || l.contains("Passed") || l.contains("[FAIL]") || l.contains("SUCCESS")) {
+        common::say(&format!("netpol e2e: {line}"));
+    }
+    common::say(&format!("netpol e2e took {:?}", netpol_started.elapsed()));
+    assert!(log.contains("Ran 45 of"), "expected the 45 Netpol specs:\n{log}");
+    assert!(netpol.status.success(), "netpol e2e failed:\n{log}\n{}", String::from_utf8_lossy(&netpol.stderr));
+
+    // Readiness can be false in the real cluster: an agent whose Pod source cannot list (its RBAC lost
+    // `pods`) answers but is not ready, so kubelet's readiness probe keeps it out; it becomes ready once
+    // the permission is back.
+    let rule0 = |resources: &str| format!("[{{\"op\":\"replace\",\"path\":\"/rules/0/resources\",\"value\":[{resources}]}}]");
+    c.kubectl(&["patch", "clusterrole", "novanet-agent", "--type=json", "-p", &rule0("\"namespaces\",\"nodes\",\"services\"")]);
+    c.kubectl(&["delete", "pod", "-n", "novanet-system", "--field-selector", "spec.nodeName=node-a", "--wait=true"]);
+    let mut said = String::new();
+    let unready = common::poll(Duration::from_secs(120), Duration::from_secs(2), || {
+        let out = c.cmd("kubectl", &["exec", "-n", "novanet-system", &agent_on(&c, "node-a"), "-c", "agent", "--", "novanetctl", "status", "--ready"]);
+        said = String::from_utf8_lossy(&out.stderr).to_string();
+        out.status.code() == Some(2)
+    });
+    assert!(unready, "an agent that cannot list pods must answer not ready (exit 2): {said}");
+    assert!(said.contains("Pod source"), "the reason names the Pod source: {said}");
+    let ready_col = c.kubectl(&["get", "pods", "-n", "novanet-system", "--field-selector", "spec.nodeName=node-a", "-o", "jsonpath={.items[0].status.containerStatuses[0].ready}"]);
+    assert_eq!(ready_col, "false", "kubelet's readiness probe sees it");
+    c.kubectl(&["patch", "clusterrole", "novanet-agent", "--type=json", "-p", &rule0("\"pods\",\"namespaces\",\"nodes\",\"services\"")]);
+    wait_for("node-a's agent ready again", Duration::from_secs(120), Duration::from_secs(1), || {
+        c.cmd("kubectl", &["rollout", "status", "-n", "novanet-system", "ds/novanet", "--timeout=5s"]).status.success()
+    });
+    common::say("readiness: false while the Pod source could not list, true again once it could");
 
     // A node removed (its namespaces, containerd, kubelet, agent state all gone) and added back rejoins:
     // it re-registers, gets the agent again from the DaemonSet, and its new pods reach the others.
