@@ -27,7 +27,7 @@ use novanet_model::policy::{compile, lower};
 use serde::Serialize;
 
 use crate::child::check_interrupted;
-use crate::policy_model::{Desired, Model, PROBE_PORT};
+use crate::policy_model::{Desired, LAST_NAMESPACE, Model, NAMESPACE, PROBE_PORT};
 use crate::policy_writer::Writer;
 use crate::stats::percentile;
 use crate::veth_pair::Endpoints;
@@ -61,6 +61,19 @@ pub struct ChangeSample {
     pub early_probes: usize,
 }
 
+/// The changes of one probe-policy position.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    /// `first`: the probe policy sorts before every other policy, so adding or removing it renumbers every
+    /// later rule and rewrites the `rule` value of nearly every entry (the largest diff one policy can
+    /// make); `last`: it sorts last but one, the diff is a few entries.
+    pub probe_sorts: &'static str,
+    pub samples: Vec<ChangeSample>,
+    pub to_enforcement_p50_ms: Option<f64>,
+    pub to_enforcement_p95_ms: Option<f64>,
+    pub compile_lower_diff_write_p50_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyLatency {
     pub pods: usize,
@@ -69,10 +82,7 @@ pub struct PolicyLatency {
     pub policy_entries: usize,
     pub cidr_entries: usize,
     pub ipcache_entries: usize,
-    pub samples: Vec<ChangeSample>,
-    pub to_enforcement_p50_ms: Option<f64>,
-    pub to_enforcement_p95_ms: Option<f64>,
-    pub compile_lower_diff_write_p50_ms: Option<f64>,
+    pub series: Vec<Series>,
 }
 
 pub struct Scale {
@@ -85,58 +95,72 @@ pub struct Scale {
 pub fn measure(writer: &mut Writer, ep: &Endpoints, client_ip: Ipv4Addr, s: &Scale) -> anyhow::Result<PolicyLatency> {
     let sim =
         crate::policy_model::simulated_addresses(s.pod_cidr, s.pods.saturating_sub(2), &[client_ip, ep.server_ip])?;
-    let mut model = Model::scale(client_ip, ep.server_ip, &sim, s.policies, false)?;
-    let local = model.local();
-    let initial = Instant::now();
-    writer.apply(&model.desired(&local))?;
-    writer.set_enforce(true)?;
-    let (policy_entries, cidr_entries, ipcache_entries) = writer.sizes();
-    eprintln!(
-        "policy latency: {} pods ({} simulated), {} policies: {policy_entries} policy, {cidr_entries} CIDR, \
-         {ipcache_entries} ipcache entries written in {:.0} ms",
-        model.pod_count(),
-        sim.len(),
-        model.policy_count() + 1,
-        initial.elapsed().as_secs_f64() * 1e3
-    );
     let probe = Probe::start(ep)?;
-    let mut samples = Vec::with_capacity(s.changes);
-    for i in 0..s.changes {
-        check_interrupted()?;
-        let allow = i % 2 == 0;
-        let sample = one_change(writer, &mut model, &local, &probe, allow)?;
+    let mut series = Vec::new();
+    let mut sizes = (0, 0, 0);
+    let mut counts = (0, 0);
+    for (probe_sorts, namespace) in [("first", NAMESPACE), ("last", LAST_NAMESPACE)] {
+        let mut model = Model::scale(namespace, client_ip, ep.server_ip, &sim, s.policies, false)?;
+        let local = model.local();
+        let initial = Instant::now();
+        writer.apply(&model.desired(&local))?;
+        writer.set_enforce(true)?;
+        sizes = writer.sizes();
+        counts = (model.pod_count(), model.policy_count() + 1);
         eprintln!(
-            "  change {}/{} ({}): compile {:.1} ms, lower {:.1} ms, diff {:.2} ms, write {:.2} ms ({} ops); \
-             enforced {} ms after the change (after {:.2} ms), {} probes",
-            i + 1,
-            s.changes,
-            if allow { "allow" } else { "deny" },
-            sample.compile_ms,
-            sample.lower_ms,
-            sample.diff_ms,
-            sample.write_ms,
-            sample.operations,
-            sample.to_enforcement_ms.map(|v| format!("{v:.2}")).unwrap_or("n/a".into()),
-            sample.enforcement_after_ms,
-            sample.probes
+            "policy latency, probe policy sorting {probe_sorts}: {} pods ({} simulated), {} policies: {} policy, {} \
+             CIDR, {} ipcache entries written in {:.0} ms",
+            counts.0,
+            sim.len(),
+            counts.1,
+            sizes.0,
+            sizes.1,
+            sizes.2,
+            ms(initial.elapsed())
         );
-        samples.push(sample);
+        let mut samples = Vec::with_capacity(s.changes);
+        for i in 0..s.changes {
+            check_interrupted()?;
+            let allow = i % 2 == 0;
+            let sample = one_change(writer, &mut model, &local, &probe, allow)?;
+            eprintln!(
+                "  change {}/{} ({}): compile {:.1} ms, lower {:.1} ms, diff {:.2} ms, write {:.2} ms ({} ops); \
+                 enforced {} ms after the change (after {:.2} ms), {} probes",
+                i + 1,
+                s.changes,
+                if allow { "allow" } else { "deny" },
+                sample.compile_ms,
+                sample.lower_ms,
+                sample.diff_ms,
+                sample.write_ms,
+                sample.operations,
+                sample.to_enforcement_ms.map(|v| format!("{v:.2}")).unwrap_or("n/a".into()),
+                sample.enforcement_after_ms,
+                sample.probes
+            );
+            samples.push(sample);
+        }
+        let enforced: Vec<f64> = samples.iter().filter_map(|s| s.to_enforcement_ms).collect();
+        let pipeline: Vec<f64> = samples.iter().map(|s| s.compile_ms + s.lower_ms + s.diff_ms + s.write_ms).collect();
+        // A change never seen enforced makes the percentiles meaningless: they are absent then.
+        let all_seen = enforced.len() == samples.len();
+        series.push(Series {
+            probe_sorts,
+            to_enforcement_p50_ms: all_seen.then(|| percentile(&enforced, 50.0)).flatten(),
+            to_enforcement_p95_ms: all_seen.then(|| percentile(&enforced, 95.0)).flatten(),
+            compile_lower_diff_write_p50_ms: percentile(&pipeline, 50.0),
+            samples,
+        });
     }
     drop(probe);
-    let enforced: Vec<f64> = samples.iter().filter_map(|s| s.to_enforcement_ms).collect();
-    let pipeline: Vec<f64> = samples.iter().map(|s| s.compile_ms + s.lower_ms + s.diff_ms + s.write_ms).collect();
-    let all_seen = enforced.len() == samples.len();
     Ok(PolicyLatency {
-        pods: model.pod_count(),
+        pods: counts.0,
         simulated_endpoints: sim.len(),
-        policies: model.policy_count() + 1,
-        policy_entries,
-        cidr_entries,
-        ipcache_entries,
-        to_enforcement_p50_ms: all_seen.then(|| percentile(&enforced, 50.0)).flatten(),
-        to_enforcement_p95_ms: all_seen.then(|| percentile(&enforced, 95.0)).flatten(),
-        compile_lower_diff_write_p50_ms: percentile(&pipeline, 50.0),
-        samples,
+        policies: counts.1,
+        policy_entries: sizes.0,
+        cidr_entries: sizes.1,
+        ipcache_entries: sizes.2,
+        series,
     })
 }
 

@@ -32,6 +32,9 @@ use serde_json::{Value, json};
 /// UDP port of the enforcement-latency probe on the server.
 pub const PROBE_PORT: u16 = 7777;
 pub const NAMESPACE: &str = "bench";
+/// A namespace for the real pods that sorts after every background namespace: the probe policy's rule
+/// index is then the last but one, and adding or removing it renumbers only `isolate-server`'s rule.
+pub const LAST_NAMESPACE: &str = "zz-bench";
 const PROBE_POLICY: &str = "allow-probe";
 
 /// What the maps should hold: the compiled entries and the ipcache (identities and isolation flags).
@@ -43,6 +46,8 @@ pub struct Desired {
 
 /// Pods, namespaces, identities and policies, as the agent's policy subsystem would hold them.
 pub struct Model {
+    /// The namespace of the two real pods (and of the probe policy).
+    namespace: String,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pods: Vec<PodView>,
     table: IdentityTable,
@@ -59,12 +64,17 @@ fn policy(ns: &str, name: &str, spec: Value) -> anyhow::Result<NetworkPolicy> {
 }
 
 impl Model {
-    fn with_real_pods(client: Ipv4Addr, server: Ipv4Addr) -> anyhow::Result<Model> {
-        let mut m =
-            Model { namespaces: BTreeMap::new(), pods: Vec::new(), table: IdentityTable::new(), policies: Vec::new() };
-        m.namespaces.insert(NAMESPACE.into(), BTreeMap::new());
-        m.add_pod(NAMESPACE, "client", client, labels(&[("role", "client")]))?;
-        m.add_pod(NAMESPACE, "server", server, labels(&[("role", "server")]))?;
+    fn with_real_pods(ns: &str, client: Ipv4Addr, server: Ipv4Addr) -> anyhow::Result<Model> {
+        let mut m = Model {
+            namespace: ns.to_string(),
+            namespaces: BTreeMap::new(),
+            pods: Vec::new(),
+            table: IdentityTable::new(),
+            policies: Vec::new(),
+        };
+        m.namespaces.insert(ns.into(), BTreeMap::new());
+        m.add_pod(ns, "client", client, labels(&[("role", "client")]))?;
+        m.add_pod(ns, "server", server, labels(&[("role", "server")]))?;
         Ok(m)
     }
 
@@ -84,7 +94,7 @@ impl Model {
 
     /// `n` policies each allowing one distinct identity to the server, plus one allowing the client.
     pub fn many_rules(client: Ipv4Addr, server: Ipv4Addr, n: usize) -> anyhow::Result<Model> {
-        let mut m = Model::with_real_pods(client, server)?;
+        let mut m = Model::with_real_pods(NAMESPACE, client, server)?;
         let server_sel = json!({"matchLabels": {"role": "server"}});
         m.policies.push(policy(
             NAMESPACE,
@@ -105,15 +115,17 @@ impl Model {
     }
 
     /// `pods` pods (2 real, the rest simulated at `simulated`'s addresses) and `policies` policies, the
-    /// probe policy among them when `with_probe`.
+    /// probe policy among them when `with_probe`. The real pods live in `namespace`: [`NAMESPACE`] sorts
+    /// before the background namespaces `ns-*`, [`LAST_NAMESPACE`] after them.
     pub fn scale(
+        namespace: &str,
         client: Ipv4Addr,
         server: Ipv4Addr,
         simulated: &[Ipv4Addr],
         policies: usize,
         with_probe: bool,
     ) -> anyhow::Result<Model> {
-        let mut m = Model::with_real_pods(client, server)?;
+        let mut m = Model::with_real_pods(namespace, client, server)?;
         for ns in 0..20 {
             m.namespaces.insert(format!("ns-{ns}"), labels(&[("team", &format!("t{}", ns % 5))]));
         }
@@ -127,7 +139,7 @@ impl Model {
             )?;
         }
         m.policies.push(policy(
-            NAMESPACE,
+            namespace,
             "isolate-server",
             json!({"podSelector": {"matchLabels": {"role": "server"}},
                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "nobody"}}}], "ports": [{"port": 9}]}]}),
@@ -145,7 +157,7 @@ impl Model {
         self.policies.retain(|p| !is_probe(p));
         if allowed {
             self.policies.push(policy(
-                NAMESPACE,
+                &self.namespace,
                 PROBE_POLICY,
                 json!({"podSelector": {"matchLabels": {"role": "server"}},
                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
@@ -261,7 +273,7 @@ mod tests {
     #[test]
     fn the_probe_policy_alone_decides_the_probe_and_identities_are_stable() {
         let sim = simulated_addresses("10.244.0.0/22".parse().unwrap(), 98, &[CLIENT, SERVER]).unwrap();
-        let mut m = Model::scale(CLIENT, SERVER, &sim, 100, true).unwrap();
+        let mut m = Model::scale(NAMESPACE, CLIENT, SERVER, &sim, 100, true).unwrap();
         assert_eq!((m.pod_count(), m.policy_count()), (100, 100));
         assert_eq!(ingress(&m, CLIENT, PROBE_PORT, Protocol::Udp), Verdict::Allowed);
         let before = m.desired(&m.local());
@@ -279,6 +291,18 @@ mod tests {
         let many = Model::many_rules(CLIENT, SERVER, 3).unwrap().desired(&[CLIENT, SERVER]);
         assert_eq!(many.ipcache[&CLIENT].identity, after.ipcache[&CLIENT].identity);
         assert_eq!(many.ipcache[&SERVER].identity, after.ipcache[&SERVER].identity);
+    }
+
+    #[test]
+    fn a_probe_policy_sorting_last_changes_a_handful_of_entries() {
+        let sim = simulated_addresses("10.244.0.0/22".parse().unwrap(), 98, &[CLIENT, SERVER]).unwrap();
+        let mut m = Model::scale(LAST_NAMESPACE, CLIENT, SERVER, &sim, 100, false).unwrap();
+        assert_eq!(ingress(&m, CLIENT, PROBE_PORT, Protocol::Udp), Verdict::Denied);
+        let before = m.entries(&m.local());
+        m.set_probe(true).unwrap();
+        assert_eq!(ingress(&m, CLIENT, PROBE_PORT, Protocol::Udp), Verdict::Allowed);
+        let d = novanet_model::policy::diff(&before, &m.entries(&m.local()));
+        assert!(d.len() <= 3, "the probe's entry and isolate-server's renumbered one: {d:?}");
     }
 
     #[test]

@@ -237,31 +237,41 @@ fn policy_latency(o: &mut String, l: &PolicyLatency) {
     let _ = writeln!(
         o,
         "\nPolicy change to enforcement: {} pods ({} simulated endpoints), {} policies, all local to the node;\n  \
-         {} policy, {} CIDR, {} ipcache entries; {} changes (add/remove one policy), UDP probe per new flow",
-        l.pods,
-        l.simulated_endpoints,
-        l.policies,
-        l.policy_entries,
-        l.cidr_entries,
-        l.ipcache_entries,
-        l.samples.len()
+         {} policy, {} CIDR, {} ipcache entries; each change adds/removes one policy; UDP probe per new flow",
+        l.pods, l.simulated_endpoints, l.policies, l.policy_entries, l.cidr_entries, l.ipcache_entries,
     );
-    let _ = writeln!(
-        o,
-        "  change -> first packet with the new verdict (ms): p50 {}  p95 {}   (goal < 100 ms)",
-        fmt_opt(l.to_enforcement_p50_ms, 2),
-        fmt_opt(l.to_enforcement_p95_ms, 2)
-    );
-    let _ = writeln!(o, "  compile + lower + diff + write (ms): p50 {}", fmt_opt(l.compile_lower_diff_write_p50_ms, 2));
-    let each: Vec<String> = l
-        .samples
-        .iter()
-        .map(|s| {
-            let v = s.to_enforcement_ms.map(|v| format!("{v:.1}")).unwrap_or("n/a".into());
-            format!("{}{v}", if s.allow { "+" } else { "-" })
-        })
-        .collect();
-    let _ = writeln!(o, "  per change (+ allow, - deny): {}", each.join(" "));
+    for s in &l.series {
+        let ops = median(&s.samples.iter().map(|c| c.operations as f64).collect::<Vec<_>>());
+        let part = |f: fn(&crate::policy_latency::ChangeSample) -> f64| {
+            fmt_opt(median(&s.samples.iter().map(f).collect::<Vec<_>>()), 1)
+        };
+        let _ = writeln!(
+            o,
+            "  probe policy sorts {:<5} change -> first packet with the new verdict (ms): p50 {}  p95 {}  (goal < 100)",
+            s.probe_sorts,
+            fmt_opt(s.to_enforcement_p50_ms, 2),
+            fmt_opt(s.to_enforcement_p95_ms, 2)
+        );
+        let _ = writeln!(
+            o,
+            "    medians (ms): compile {}  lower {}  diff {}  write {} ({} map ops); sum p50 {}",
+            part(|c| c.compile_ms),
+            part(|c| c.lower_ms),
+            part(|c| c.diff_ms),
+            part(|c| c.write_ms),
+            fmt_opt(ops, 0),
+            fmt_opt(s.compile_lower_diff_write_p50_ms, 1)
+        );
+        let each: Vec<String> = s
+            .samples
+            .iter()
+            .map(|c| {
+                let v = c.to_enforcement_ms.map(|v| format!("{v:.1}")).unwrap_or("n/a".into());
+                format!("{}{v}", if c.allow { "+" } else { "-" })
+            })
+            .collect();
+        let _ = writeln!(o, "    per change (+ allow, - deny): {}", each.join(" "));
+    }
 }
 
 fn table(o: &mut String, title: &str, t: &ArmTable, digits: usize) {
