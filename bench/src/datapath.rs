@@ -2,10 +2,12 @@
 //! order balanced within each round so a slow drift of the machine's load hits every path alike.
 //!
 //! Arms: `baseline` (A, a direct veth pair), `control` (A', a second identical direct pair: the A/A
-//! control that shows how far two identical paths differ), `subject` (B, two pods through NovaNet).
-//! Each round runs X Y Z Z Y X, with X Y Z a rotation of A B A' that moves by one every round.
-//! `kernel.bpf_stats_enabled` is on during subject slots only, and the program's counters are read around
-//! each subject sample.
+//! control that shows how far two identical paths differ), `subject` (B, two pods through NovaNet, policy
+//! off), `policy` (P, the same two pods with policy enforced: conntrack and the 10,000 rules selecting
+//! the server written to the maps beforehand; enforcement is switched on for P's slots only).
+//! Each round runs W X Y Z Z Y X W, with W X Y Z a rotation of A B P A' that moves by one every round.
+//! `kernel.bpf_stats_enabled` is on during NovaNet slots (B, P) only, and the program's counters are read
+//! around each of their samples.
 
 use std::path::Path;
 
@@ -23,17 +25,24 @@ pub enum Arm {
     Baseline,
     Control,
     Subject,
+    Policy,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 3] = [Arm::Baseline, Arm::Subject, Arm::Control];
+    pub const ALL: [Arm; 4] = [Arm::Baseline, Arm::Subject, Arm::Policy, Arm::Control];
 
     pub fn name(self) -> &'static str {
         match self {
             Arm::Baseline => "baseline",
             Arm::Control => "control",
             Arm::Subject => "subject",
+            Arm::Policy => "policy",
         }
+    }
+
+    /// Through NovaNet (its program's cost is read).
+    pub fn is_novanet(self) -> bool {
+        matches!(self, Arm::Subject | Arm::Policy)
     }
 }
 
@@ -56,7 +65,7 @@ pub struct Slot {
     pub arm: Arm,
     pub throughput: ThroughputSample,
     pub rr: RrSample,
-    /// Subject slots only: what `novanet_pod_ingress` ran during each of the two samples.
+    /// Subject and policy slots only: what `novanet_pod_ingress` ran during each of the two samples.
     pub prog_during_throughput: Option<RunCost>,
     pub prog_during_rr: Option<RunCost>,
 }
@@ -75,7 +84,12 @@ pub struct Settings<'a> {
     pub prog_pin: &'a Path,
 }
 
-pub fn run(paths: &Paths, s: &Settings) -> anyhow::Result<Vec<Slot>> {
+/// Turns policy enforcement on for the policy arm's slots and off after each.
+pub trait Enforcement {
+    fn set(&mut self, on: bool) -> anyhow::Result<()>;
+}
+
+pub fn run(paths: &Paths, s: &Settings, enforcement: &mut dyn Enforcement) -> anyhow::Result<Vec<Slot>> {
     let plan = schedule(s.rounds);
     let mut slots = Vec::with_capacity(plan.len());
     for (i, &(round, arm)) in plan.iter().enumerate() {
@@ -83,9 +97,10 @@ pub fn run(paths: &Paths, s: &Settings) -> anyhow::Result<Vec<Slot>> {
         let ep = match arm {
             Arm::Baseline => paths.baseline,
             Arm::Control => paths.control,
-            Arm::Subject => paths.subject,
+            Arm::Subject | Arm::Policy => paths.subject,
         };
-        let slot = if arm == Arm::Subject {
+        let slot = if arm.is_novanet() {
+            let _enforced = if arm == Arm::Policy { Some(Enforced::on(&mut *enforcement)?) } else { None };
             let _stats = StatsEnabled::enable()?;
             let t0 = bpf_stats::read_pinned(s.prog_pin)?;
             let tp = throughput::sample(ep, s.cpus, s.seconds)?;
@@ -111,6 +126,26 @@ pub fn run(paths: &Paths, s: &Settings) -> anyhow::Result<Vec<Slot>> {
     Ok(slots)
 }
 
+/// While alive, policy is enforced; dropping it switches enforcement off again (also on error).
+struct Enforced<'a, 'b> {
+    enforcement: &'a mut (dyn Enforcement + 'b),
+}
+
+impl<'a, 'b> Enforced<'a, 'b> {
+    fn on(enforcement: &'a mut (dyn Enforcement + 'b)) -> anyhow::Result<Enforced<'a, 'b>> {
+        enforcement.set(true)?;
+        Ok(Enforced { enforcement })
+    }
+}
+
+impl Drop for Enforced<'_, '_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.enforcement.set(false) {
+            eprintln!("bench: could not switch policy enforcement off: {e:#}");
+        }
+    }
+}
+
 fn progress_line(n: usize, of: usize, slot: &Slot) -> String {
     let ns = |c: &Option<RunCost>| c.and_then(|c| c.ns_per_run()).map(|v| format!("{v:.0}")).unwrap_or("-".into());
     let mut line = format!(
@@ -122,7 +157,7 @@ fn progress_line(n: usize, of: usize, slot: &Slot) -> String {
         slot.rr.transactions_per_s,
         slot.rr.p50_half_rtt_us,
     );
-    if slot.arm == Arm::Subject {
+    if slot.arm.is_novanet() {
         line.push_str(&format!(
             "  prog {} ns/run (tcp), {} ns/run (rr)",
             ns(&slot.prog_during_throughput),
@@ -138,23 +173,23 @@ mod tests {
 
     #[test]
     fn every_arm_runs_twice_per_round_at_the_same_mean_position() {
-        let plan = schedule(3);
-        assert_eq!(plan.len(), 18);
-        for round in 0..3 {
+        let plan = schedule(4);
+        assert_eq!(plan.len(), 32);
+        for round in 0..4 {
             let slots: Vec<Arm> = plan.iter().filter(|(r, _)| *r == round).map(|(_, a)| *a).collect();
             for arm in Arm::ALL {
-                let positions: Vec<usize> = (0..6).filter(|&i| slots[i] == arm).collect();
+                let positions: Vec<usize> = (0..8).filter(|&i| slots[i] == arm).collect();
                 assert_eq!(positions.len(), 2, "round {round}: {slots:?}");
-                assert_eq!(positions[0] + positions[1], 5, "unbalanced round {round}: {slots:?}");
+                assert_eq!(positions[0] + positions[1], 7, "unbalanced round {round}: {slots:?}");
             }
         }
     }
 
     #[test]
-    fn first_round_is_a_b_a_prime_mirrored_and_rounds_rotate() {
+    fn first_round_is_a_b_p_a_prime_mirrored_and_rounds_rotate() {
         let plan: Vec<Arm> = schedule(2).into_iter().map(|(_, a)| a).collect();
         use Arm::*;
-        assert_eq!(&plan[..6], &[Baseline, Subject, Control, Control, Subject, Baseline]);
-        assert_eq!(&plan[6..], &[Subject, Control, Baseline, Baseline, Control, Subject]);
+        assert_eq!(&plan[..8], &[Baseline, Subject, Policy, Control, Control, Policy, Subject, Baseline]);
+        assert_eq!(&plan[8..], &[Subject, Policy, Control, Baseline, Baseline, Control, Policy, Subject]);
     }
 }

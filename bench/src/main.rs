@@ -3,18 +3,27 @@
 //! 1. Same-node pod-to-pod TCP throughput (iperf3) and request/response (sockperf ping-pong) through
 //!    NovaNet, against a direct veth pair (the physical limit) and a second identical pair (A/A control),
 //!    in balanced order over several rounds (see `datapath`).
-//! 2. Per-run cost of `novanet_pod_ingress` from the kernel's `bpf_stats` during the NovaNet samples.
-//! 3. CNI ADD/DEL latency of pods added one by one to a lab node (see `cni_latency`).
+//!    A fourth arm runs the same pods with policy enforced: conntrack and 10,000 NetworkPolicies selecting
+//!    the server, compiled by `novanet_model::policy` and written to the node's pinned maps (see
+//!    `policy_model`, `policy_writer`).
+//! 2. Per-run cost of `novanet_pod_ingress` from the kernel's `bpf_stats` during the NovaNet samples,
+//!    with policy off and on.
+//! 3. Time from a policy change to enforcement with 1,000 pods and 1,000 policies (see `policy_latency`).
+//! 4. CNI ADD/DEL latency of pods added one by one to a lab node (see `cni_latency`).
 //!
 //! Invariants: all traffic runs inside namespaces the bench creates (a light lab, and two direct pairs),
 //! every one of them removed on exit, error, panic or Ctrl-C; the machine-wide `kernel.bpf_stats_enabled`
-//! is restored; only processes the bench started are stopped, by PID. Needs root and the release
+//! is restored; only processes the bench started are stopped, by PID; the policy maps are cleared and
+//! enforcement is off again before the CNI part and on exit. Needs root and the release
 //! binaries of the agent and the CNI plugin next to this executable (`bench/run.sh` builds them).
 
 mod bpf_stats;
 mod child;
 mod cni_latency;
 mod datapath;
+mod policy_latency;
+mod policy_model;
+mod policy_writer;
 mod report;
 mod rr;
 mod stats;
@@ -26,7 +35,10 @@ use clap::Parser;
 use novanet_lab::{Lab, LabSpec, NodeSpec, PodSpec};
 
 use crate::datapath::{Paths, Settings};
-use crate::report::{Environment, Report};
+use crate::policy_latency::Scale;
+use crate::policy_model::Model;
+use crate::policy_writer::Writer;
+use crate::report::{Environment, PolicySetup, Report};
 use crate::veth_pair::{Endpoints, VethPair};
 
 #[derive(Parser)]
@@ -41,6 +53,18 @@ struct Args {
     /// Pods to add one by one for the CNI latency (0 skips it).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pods: u32,
+    /// NetworkPolicies selecting the server in the policy arm (each allowing one more identity).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    policy_rules: u32,
+    /// Pods (2 real, the rest simulated endpoints) in the policy change-to-enforcement model.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    policy_pods: u32,
+    /// Policies in the policy change-to-enforcement model.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    policy_policies: u32,
+    /// Policy changes timed (alternately allowing and denying the probe; 0 skips this part).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=200))]
+    policy_changes: u32,
     /// Core the clients run on.
     #[arg(long, default_value_t = 0)]
     client_cpu: usize,
@@ -75,16 +99,55 @@ fn main() -> anyhow::Result<()> {
     let baseline = VethPair::create("ba", 1, mtu)?;
     let control = VethPair::create("bc", 2, mtu)?;
     let (baseline_ep, control_ep) = (baseline.endpoints(), control.endpoints());
-    let pin = lab.node(NODE)?.bpffs_dir().join("novanet").join("novanet_pod_ingress");
+    let bpffs = lab.node(NODE)?.bpffs_dir();
+    let pin = bpffs.join("novanet").join("novanet_pod_ingress");
+    let client_ip = lab.pod_ip("client")?;
+
+    let mut writer = Writer::open(&bpffs)?;
+    let rules = args.policy_rules as usize;
+    eprintln!("compiling and writing {rules} NetworkPolicies selecting the server (policy arm)");
+    let many = Model::many_rules(client_ip, subject.server_ip, rules)?;
+    let written = writer.apply(&many.desired(&many.local()))?;
+    let (policy_entries, _, ipcache_entries) = writer.sizes();
+    let verdicts_before = writer.verdicts(subject.server_ip)?;
 
     let redirect_before = redirect_local(&lab);
     let paths = Paths { baseline: &baseline_ep, control: &control_ep, subject: &subject };
     let cpus = (args.client_cpu, args.server_cpu);
     let settings = Settings { rounds: args.rounds as usize, seconds: args.seconds, cpus, prog_pin: &pin };
-    let slots = datapath::run(&paths, &settings)?;
+    let slots = datapath::run(&paths, &settings, &mut writer)?;
     let redirect = redirect_local(&lab).zip(redirect_before).map(|(after, before)| after.saturating_sub(before));
+    let verdicts_after = writer.verdicts(subject.server_ip)?;
     drop(baseline);
     drop(control);
+    let policy_setup = PolicySetup {
+        rules,
+        policy_entries,
+        ipcache_entries,
+        write_ms: (written.diff + written.write).as_secs_f64() * 1e3,
+        server_ingress_allowed: verdicts_after
+            .ingress_allowed
+            .packets
+            .saturating_sub(verdicts_before.ingress_allowed.packets),
+        server_ingress_denied: verdicts_after
+            .ingress_denied
+            .packets
+            .saturating_sub(verdicts_before.ingress_denied.packets),
+    };
+
+    let policy_latency = if args.policy_changes > 0 {
+        let scale = Scale {
+            pods: args.policy_pods as usize,
+            policies: args.policy_policies as usize,
+            changes: args.policy_changes as usize,
+            pod_cidr: POD_CIDR.parse()?,
+        };
+        Some(policy_latency::measure(&mut writer, &subject, client_ip, &scale)?)
+    } else {
+        None
+    };
+    writer.clear().context("clearing the policy maps")?;
+    drop(writer);
 
     let cni = cni_latency::measure(&mut lab, NODE, args.pods as usize)?;
     let teardown = lab.down();
@@ -101,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         seconds_per_sample: args.seconds,
         pods: args.pods as usize,
     };
-    let report = Report::new(environment, slots, redirect, cni);
+    let report = Report::new(environment, slots, redirect, cni, policy_setup, policy_latency);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

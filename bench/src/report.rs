@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::bpf_stats::RunCost;
 use crate::cni_latency::{CniSummary, CniTimings};
 use crate::datapath::{Arm, Slot};
+use crate::policy_latency::PolicyLatency;
 use crate::stats::{Latency, Summary, median};
 
 #[derive(Debug, Serialize)]
@@ -24,7 +25,7 @@ pub struct Environment {
     pub pods: usize,
 }
 
-/// One metric on the three arms, with the two ratios of medians.
+/// One metric on the four arms, with the ratios of medians.
 #[derive(Debug, Serialize)]
 pub struct ArmTable {
     pub unit: &'static str,
@@ -32,28 +33,37 @@ pub struct ArmTable {
     pub baseline: Option<Summary>,
     pub control: Option<Summary>,
     pub subject: Option<Summary>,
+    /// The subject's pods with policy enforced (conntrack, the 10,000 rules).
+    pub policy: Option<Summary>,
     pub subject_over_baseline: Option<f64>,
     pub control_over_baseline: Option<f64>,
+    pub policy_over_baseline: Option<f64>,
+    /// Policy on against policy off, same pods, same run.
+    pub policy_over_subject: Option<f64>,
 }
 
 impl ArmTable {
     fn of(slots: &[Slot], unit: &'static str, higher_is_better: bool, metric: impl Fn(&Slot) -> f64) -> ArmTable {
         let arm = |a: Arm| Summary::of(&slots.iter().filter(|s| s.arm == a).map(&metric).collect::<Vec<_>>());
         let (baseline, control, subject) = (arm(Arm::Baseline), arm(Arm::Control), arm(Arm::Subject));
-        let ratio = |x: &Option<Summary>| Some(x.as_ref()?.median / baseline.as_ref()?.median);
+        let policy = arm(Arm::Policy);
+        let over = |x: &Option<Summary>, y: &Option<Summary>| Some(x.as_ref()?.median / y.as_ref()?.median);
         ArmTable {
             unit,
             higher_is_better,
-            subject_over_baseline: ratio(&subject),
-            control_over_baseline: ratio(&control),
+            subject_over_baseline: over(&subject, &baseline),
+            control_over_baseline: over(&control, &baseline),
+            policy_over_baseline: over(&policy, &baseline),
+            policy_over_subject: over(&policy, &subject),
             baseline,
             control,
             subject,
+            policy,
         }
     }
 }
 
-/// `novanet_pod_ingress` cost during the subject's samples of one kind.
+/// `novanet_pod_ingress` cost during one NovaNet arm's samples of one kind.
 #[derive(Debug, Serialize)]
 pub struct ProgramCost {
     pub total: RunCost,
@@ -87,6 +97,13 @@ pub struct Report {
     pub rr_p50_latency: ArmTable,
     pub prog_during_throughput: ProgramCost,
     pub prog_during_rr: ProgramCost,
+    /// The same with policy enforced (policy arm).
+    pub policy_prog_during_throughput: ProgramCost,
+    pub policy_prog_during_rr: ProgramCost,
+    /// The 10,000-rule setup of the policy arm and the server's verdict counters over the run.
+    pub policy_setup: PolicySetup,
+    /// Policy change to enforcement with 1,000 pods and 1,000 policies (absent with `--policy-changes 0`).
+    pub policy_latency: Option<PolicyLatency>,
     /// Growth of the agent's `redirect_local` counter over the datapath runs (packets the eBPF program
     /// delivered pod to pod), as evidence the subject went through the fast path.
     pub redirect_local_packets: Option<u64>,
@@ -95,15 +112,46 @@ pub struct Report {
     pub cni_samples: CniTimings,
 }
 
+/// What the policy arm ran against.
+#[derive(Debug, Serialize)]
+pub struct PolicySetup {
+    pub rules: usize,
+    pub policy_entries: usize,
+    pub ipcache_entries: usize,
+    pub write_ms: f64,
+    /// Growth of the server's ingress verdict counters (new flows judged) over the datapath rounds.
+    pub server_ingress_allowed: u64,
+    pub server_ingress_denied: u64,
+}
+
 impl Report {
-    pub fn new(environment: Environment, slots: Vec<Slot>, redirect: Option<u64>, cni: CniTimings) -> Report {
+    pub fn new(
+        environment: Environment,
+        slots: Vec<Slot>,
+        redirect: Option<u64>,
+        cni: CniTimings,
+        policy_setup: PolicySetup,
+        policy_latency: Option<PolicyLatency>,
+    ) -> Report {
+        let cost = |arm: Arm, rr: bool| {
+            ProgramCost::of(
+                slots
+                    .iter()
+                    .filter(|s| s.arm == arm)
+                    .filter_map(|s| if rr { s.prog_during_rr } else { s.prog_during_throughput }),
+            )
+        };
         Report {
             environment,
             tcp_throughput: ArmTable::of(&slots, "Gbit/s", true, |s| s.throughput.gbit_per_s),
             rr_transactions: ArmTable::of(&slots, "transactions/s", true, |s| s.rr.transactions_per_s),
             rr_p50_latency: ArmTable::of(&slots, "us (half RTT)", false, |s| s.rr.p50_half_rtt_us),
-            prog_during_throughput: ProgramCost::of(slots.iter().filter_map(|s| s.prog_during_throughput)),
-            prog_during_rr: ProgramCost::of(slots.iter().filter_map(|s| s.prog_during_rr)),
+            prog_during_throughput: cost(Arm::Subject, false),
+            prog_during_rr: cost(Arm::Subject, true),
+            policy_prog_during_throughput: cost(Arm::Policy, false),
+            policy_prog_during_rr: cost(Arm::Policy, true),
+            policy_setup,
+            policy_latency,
             redirect_local_packets: redirect,
             cni: cni.summary(),
             slots,
@@ -122,10 +170,11 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{} rounds x 6 slots (A B A' A' B A, rotated each round), {} s per sample; medians; samples in run order\n\
+            "{} rounds x 8 slots (A B P A' A' P B A, rotated each round), {} s per sample; medians; samples in run order\n\
              baseline = direct veth pair, control = a second identical direct veth pair (A/A), subject = two pods\n\
-             on one node through NovaNet (real agent + CNI, tc ingress + bpf_redirect_peer)",
-            e.rounds, e.seconds_per_sample
+             on one node through NovaNet (real agent + CNI, tc ingress + bpf_redirect_peer), policy = the same\n\
+             pods with policy enforced (conntrack, {} rules selecting the server)",
+            e.rounds, e.seconds_per_sample, self.policy_setup.rules
         );
         table(&mut o, "TCP throughput, iperf3 (Gbit/s, higher is better)", &self.tcp_throughput, 2);
         table(
@@ -140,19 +189,33 @@ impl Report {
             &self.rr_p50_latency,
             2,
         );
-        let _ = writeln!(o, "\neBPF novanet_pod_ingress cost (kernel bpf_stats, on during subject slots only)");
-        for (what, c) in
-            [("during iperf3 (GSO skbs)", &self.prog_during_throughput), ("during ping-pong", &self.prog_during_rr)]
-        {
+        let _ =
+            writeln!(o, "\neBPF novanet_pod_ingress cost (kernel bpf_stats, on during subject and policy slots only)");
+        for (what, c) in [
+            ("policy off, iperf3 (GSO skbs)", &self.prog_during_throughput),
+            ("policy off, ping-pong", &self.prog_during_rr),
+            ("policy on, iperf3 (GSO skbs)", &self.policy_prog_during_throughput),
+            ("policy on, ping-pong", &self.policy_prog_during_rr),
+        ] {
             let _ = writeln!(
                 o,
-                "  {what:<25} {} ns/run over {} runs; per sample: {}",
+                "  {what:<30} {} ns/run over {} runs; per sample: {}",
                 fmt_opt(c.ns_per_run, 0),
                 c.total.run_cnt,
                 join(&c.per_sample_ns_per_run, 0)
             );
         }
         let _ = writeln!(o, "  agent redirect_local counter grew by {} packets", fmt_u(self.redirect_local_packets));
+        let p = &self.policy_setup;
+        let _ = writeln!(
+            o,
+            "  policy arm: {} rules -> {} policy entries, {} ipcache entries written in {:.0} ms; server ingress\n  \
+             new flows judged over the rounds: {} allowed, {} denied",
+            p.rules, p.policy_entries, p.ipcache_entries, p.write_ms, p.server_ingress_allowed, p.server_ingress_denied
+        );
+        if let Some(l) = &self.policy_latency {
+            policy_latency(&mut o, l);
+        }
         let _ = writeln!(o, "\nCNI on one node, {} pods added one by one then removed (ms)", e.pods);
         let c = &self.cni;
         for (what, l) in [
@@ -170,9 +233,52 @@ impl Report {
     }
 }
 
+fn policy_latency(o: &mut String, l: &PolicyLatency) {
+    let _ = writeln!(
+        o,
+        "\nPolicy change to enforcement: {} pods ({} simulated endpoints), {} policies, all local to the node;\n  \
+         {} policy, {} CIDR, {} ipcache entries; each change adds/removes one policy; UDP probe per new flow",
+        l.pods, l.simulated_endpoints, l.policies, l.policy_entries, l.cidr_entries, l.ipcache_entries,
+    );
+    for s in &l.series {
+        let ops = median(&s.samples.iter().map(|c| c.operations as f64).collect::<Vec<_>>());
+        let part = |f: fn(&crate::policy_latency::ChangeSample) -> f64| {
+            fmt_opt(median(&s.samples.iter().map(f).collect::<Vec<_>>()), 1)
+        };
+        let _ = writeln!(
+            o,
+            "  probe policy sorts {:<5} change -> first packet with the new verdict (ms): p50 {}  p95 {}  (goal < 100)",
+            s.probe_sorts,
+            fmt_opt(s.to_enforcement_p50_ms, 2),
+            fmt_opt(s.to_enforcement_p95_ms, 2)
+        );
+        let _ = writeln!(
+            o,
+            "    medians (ms): compile {}  lower {}  diff {}  write {} ({} map ops); sum p50 {}",
+            part(|c| c.compile_ms),
+            part(|c| c.lower_ms),
+            part(|c| c.diff_ms),
+            part(|c| c.write_ms),
+            fmt_opt(ops, 0),
+            fmt_opt(s.compile_lower_diff_write_p50_ms, 1)
+        );
+        let each: Vec<String> = s
+            .samples
+            .iter()
+            .map(|c| {
+                let v = c.to_enforcement_ms.map(|v| format!("{v:.1}")).unwrap_or("n/a".into());
+                format!("{}{v}", if c.allow { "+" } else { "-" })
+            })
+            .collect();
+        let _ = writeln!(o, "    per change (+ allow, - deny): {}", each.join(" "));
+    }
+}
+
 fn table(o: &mut String, title: &str, t: &ArmTable, digits: usize) {
     let _ = writeln!(o, "\n{title}");
-    for (name, s) in [("baseline", &t.baseline), ("control", &t.control), ("subject", &t.subject)] {
+    for (name, s) in
+        [("baseline", &t.baseline), ("control", &t.control), ("subject", &t.subject), ("policy", &t.policy)]
+    {
         match s {
             Some(s) => {
                 let _ = writeln!(
@@ -194,6 +300,12 @@ fn table(o: &mut String, title: &str, t: &ArmTable, digits: usize) {
         fmt_opt(t.subject_over_baseline, 3),
         fmt_opt(t.control_over_baseline, 3),
         if t.higher_is_better { "higher" } else { "lower" }
+    );
+    let _ = writeln!(
+        o,
+        "  ratio policy/subject  {}   |   policy/baseline {}   (policy on vs off, and vs the direct pair)",
+        fmt_opt(t.policy_over_subject, 3),
+        fmt_opt(t.policy_over_baseline, 3),
     );
 }
 

@@ -327,3 +327,28 @@ fn program_err(
 
 #[cfg(test)]
 mod test_run;
+
+impl PolicyMaps {
+    /// Opens the policy maps an agent pinned under `<bpffs_root>/novanet` (this build's layout) without
+    /// loading or pinning anything, so the running programs and their pins stay as they are: for tools and
+    /// benchmarks that write policy themselves (`bench/`, whose light-lab agent has no policy subsystem).
+    pub fn open_pinned(bpffs_root: &Path) -> Result<PolicyMaps, DataplaneError> {
+        let dir = pins::pin_dir(bpffs_root);
+        let pin = |name: &'static str| {
+            layout::MAPS
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.pin_path(&dir))
+                .ok_or(DataplaneError::MissingInObject { kind: "map", name })
+        };
+        let (ipcache, policy, cidr) = (pin(IPCACHE_MAP)?, pin(POLICY_MAP)?, pin(POLICY_CIDR_MAP)?);
+        let (config, verdicts) = (pin(POLICY_CONFIG_MAP)?, pin(VERDICTS_MAP)?);
+        PolicyMaps::open(&policy_maps::PolicyPins {
+            ipcache: &ipcache,
+            policy: &policy,
+            cidr: &cidr,
+            config: &config,
+            verdicts: &verdicts,
+        })
+    }
+}
