@@ -70,7 +70,7 @@ pub fn policy(policy: Option<&Arc<Shared>>, endpoint: &str) -> Result<Value, Sta
             allows
                 .iter()
                 .map(|a| {
-                    let rule = view.compiled.rules.get(a.rule as usize);
+                    let rule = view.compiled.rules.get(&a.rule);
                     json!({
                         "peer": a.peer, "ports": a.ports, "rule": a.rule,
                         "policy": rule.map(|r| r.policy.clone()), "description": rule.map(|r| r.description.clone()),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::parse::{Notice, ParsedPeer, ParsedPolicy, ParsedPort, PeerKind, by_namespace, parse};
 use super::types::{Direction, PodView, PolicyInput, Protocol};
 
-/// One compiled rule: the index of this table is `PolicyValue::rule`.
+/// One compiled rule: its key in [`Compiled::rules`] is `PolicyValue::rule` (a stable number, see `parse.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleRef {
     /// `namespace/name`.
@@ -87,7 +87,7 @@ impl EndpointPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compiled {
     pub endpoints: BTreeMap<Ipv4Addr, EndpointPolicy>,
-    pub rules: Vec<RuleRef>,
+    pub rules: BTreeMap<u32, RuleRef>,
     pub notices: Vec<Notice>,
 }
 

@@ -22,8 +22,8 @@
 //! - Named ports: ingress names resolve on the local (destination) pod; egress names resolve per
 //!   destination pod, lowered as a /32 CIDR peer per pod with that pod's number. Unresolved = nothing.
 //!
-//! Rule indices ([`PolicyValue::rule`](novanet_common::PolicyValue)) follow the policies sorted by
-//! namespace and name, so two agents with the same input write the same values.
+//! Rule numbers ([`PolicyValue::rule`](novanet_common::PolicyValue)) are stable hashes of where a rule is
+//! (policy, direction, rule, peer), so agents agree and one policy change rewrites only its own entries.
 
 mod compile;
 mod diff;

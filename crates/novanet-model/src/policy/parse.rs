@@ -128,14 +128,31 @@ impl ParsedPolicy {
 /// The parsed policies (sorted by namespace and name), the rule table and the notices.
 pub(crate) struct Parsed {
     pub policies: Vec<ParsedPolicy>,
-    pub rules: Vec<RuleRef>,
+    pub rules: BTreeMap<u32, RuleRef>,
     pub notices: Vec<Notice>,
 }
 
 struct Ctx<'a, 'b> {
     input: &'a PolicyInput<'b>,
-    rules: Vec<RuleRef>,
+    rules: BTreeMap<u32, RuleRef>,
     notices: Vec<Notice>,
+}
+
+/// The number of a rule (`PolicyValue::rule`): a hash of where it is (policy, direction, rule, peer), so
+/// adding or removing one policy leaves every other rule's number, and so its map values, unchanged (a
+/// table index would renumber every later rule and rewrite their entries). A collision takes the next free
+/// number; policies are parsed in name order, so every agent picks the same.
+fn stable_rule_id(rules: &BTreeMap<u32, RuleRef>, policy: &str, direction: Direction, rule: usize, peer: Option<usize>) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = format!("{policy}\n{direction:?}\n{rule}\n{peer:?}");
+    for b in text.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut id = (hash ^ (hash >> 32)) as u32;
+    while rules.contains_key(&id) {
+        id = id.wrapping_add(1);
+    }
+    id
 }
 
 impl Ctx<'_, '_> {
@@ -148,7 +165,7 @@ impl Ctx<'_, '_> {
 pub(crate) fn parse(input: &PolicyInput) -> Parsed {
     let mut sorted: Vec<&NetworkPolicy> = input.policies.iter().collect();
     sorted.sort_by_key(|p| policy_id(p));
-    let mut ctx = Ctx { input, rules: Vec::new(), notices: Vec::new() };
+    let mut ctx = Ctx { input, rules: BTreeMap::new(), notices: Vec::new() };
     let policies = sorted.into_iter().map(|p| parse_policy(&mut ctx, p)).collect();
     Parsed { policies, rules: ctx.rules, notices: ctx.notices }
 }
@@ -227,8 +244,8 @@ fn parse_rules(ctx: &mut Ctx, policy: &ParsedPolicy, direction: Direction, raw: 
             kinds
         };
         for (peer, kind, description) in kinds {
-            let rule = ctx.rules.len() as u32;
-            ctx.rules.push(RuleRef {
+            let rule = stable_rule_id(&ctx.rules, &policy.id, direction, index, peer);
+            ctx.rules.insert(rule, RuleRef {
                 policy: policy.id.clone(),
                 direction,
                 rule: index,

@@ -143,7 +143,7 @@ fn judge_direction(
             (Verdict::NotIsolated, None, format!("not isolated: no policy selects {pod} for {dir}"))
         }
         Lookup::Allowed { rule, .. } => {
-            let r = compiled.rules.get(rule as usize).cloned();
+            let r = compiled.rules.get(&rule).cloned();
             let text = match &r {
                 Some(r) => {
                     format!("allowed by {} {dir} rule {} ({}; {})", r.policy, r.rule, r.description, r.ports)

@@ -19,8 +19,11 @@ fn keys_for_any_protocol_one_protocol_one_port_and_a_range() {
     c.add("x", "p", json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
         {}, {"ports": [{"protocol": "UDP"}]}, {"ports": [{"port": 80}]}, {"ports": [{"port": 80, "endPort": 81, "protocol": "SCTP"}]}]}));
     let xa = c.ip("x/a");
-    let e = entries_for(&c, "x/a");
-    let keys: Vec<(u32, PolicyKey, u32)> = e.policy.iter().map(|((l, k), v)| (*l, *k, v.rule)).collect();
+    let compiled = compile(&c.input(), &[xa]);
+    let e = lower(&compiled);
+    // Each value names its rule by number; the table gives the rule's index in `spec.ingress`.
+    let keys: Vec<(u32, PolicyKey, usize)> =
+        e.policy.iter().map(|((l, k), v)| (*l, *k, compiled.rules[&v.rule].rule)).collect();
     let key = |proto: u8, port: u16| PolicyKey {
         endpoint: raw(xa),
         peer: PEER_ANY.to_be_bytes(),
@@ -102,16 +105,27 @@ fn cidr_classes_carry_exactly_the_blocks_containing_each_prefix() {
 }
 
 #[test]
-fn the_same_key_from_two_rules_keeps_the_smallest_rule_index() {
+fn the_same_key_from_two_rules_keeps_the_smallest_rule_number() {
     let mut c = Cluster::new();
     c.add("x", "b", json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}));
     c.add("x", "a", json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}));
     let compiled = compile(&c.input(), &[c.ip("x/a")]);
-    // Rules are numbered in policy name order: x/a first.
-    assert_eq!(compiled.rules[0].policy, "x/a");
+    let smallest = *compiled.rules.keys().next().unwrap();
     let e = lower(&compiled);
     assert_eq!(e.policy.len(), 1);
-    assert_eq!(e.policy.values().next().unwrap().rule, 0);
+    assert_eq!(e.policy.values().next().unwrap().rule, smallest);
+}
+
+#[test]
+fn adding_a_policy_that_sorts_first_leaves_the_other_rules_numbers_alone() {
+    let mut c = Cluster::new();
+    c.add("x", "m", json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}));
+    let before = lower(&compile(&c.input(), &[c.ip("x/a")]));
+    c.add("x", "a", json!({"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}]}));
+    let after = lower(&compile(&c.input(), &[c.ip("x/a")]));
+    let d = diff(&before, &after);
+    assert_eq!(d.policy_upserts.len(), 1, "only the new rule's entry is written: {d:?}");
+    assert!(d.policy_removals.is_empty(), "{d:?}");
 }
 
 #[test]
