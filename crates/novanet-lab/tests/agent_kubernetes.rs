@@ -114,8 +114,11 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     // The apiserver returns: the sources catch up, the agent becomes ready, and a new pod is wired with
     // its API identity.
     lab.control_plane().unwrap().start_apiserver().unwrap();
-    wait_for("healthy sources", Duration::from_secs(90), Duration::from_millis(250), || {
-        novanet_lab::node::agent_status(&socket).map(|s| !s.notices.iter().any(|n| n.contains("source"))).unwrap_or(false)
+    // (Healthy sources first; the policy subsystem then compiles once before the agent is ready.)
+    wait_for("healthy sources and a ready agent", Duration::from_secs(90), Duration::from_millis(250), || {
+        novanet_lab::node::agent_status(&socket)
+            .map(|s| s.ready && !s.notices.iter().any(|n| n.contains("source")))
+            .unwrap_or(false)
     });
     let status = novanet_lab::node::agent_status(&socket).unwrap();
     assert!(status.ready && status.not_ready_reasons.is_empty(), "{status:?}");

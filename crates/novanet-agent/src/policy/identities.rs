@@ -50,7 +50,17 @@ impl Allocator {
                 }
                 let stored = stored_labels(labels);
                 for candidate in candidates(labels).take(MAX_PROBES) {
-                    match api.claim(candidate, &labels.namespace, &stored).await? {
+                    let claim = match api.claim(candidate, &labels.namespace, &stored).await {
+                        Ok(claim) => claim,
+                        Err(e) => {
+                            // No identity objects (the CRD is not installed, RBAC, an outage): the first
+                            // candidate is what every agent would claim, so enforcement goes on with it.
+                            warn!(error = %e, candidate, "claiming an identity object failed; using the first candidate unclaimed");
+                            known.insert(labels.clone(), candidate);
+                            return Ok(candidate);
+                        }
+                    };
+                    match claim {
                         Claim::Ours => {
                             known.insert(labels.clone(), candidate);
                             return Ok(candidate);
