@@ -88,13 +88,6 @@ pub fn desired_ipcache(book: &AddressBook<'_>) -> BTreeMap<Ipv4Addr, IpcacheValu
     out
 }
 
-/// `(upserts, removals)` turning `old` into `new`.
-pub fn diff_maps<K: Ord + Clone, V: PartialEq + Clone>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> (Vec<(K, V)>, Vec<K>) {
-    let upserts = new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let removals = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
-    (upserts, removals)
-}
-
 pub struct PolicyEngine<P: PolicyDatapath> {
     maps: P,
     applied: Desired,
@@ -118,7 +111,10 @@ impl<P: PolicyDatapath> PolicyEngine<P> {
     pub fn apply(&mut self, desired: &Desired) -> ApplyReport {
         let mut report = ApplyReport::default();
         let diff = novanet_model::policy::diff(&self.applied.entries, &desired.entries);
-        let (ipc_up, ipc_rm) = diff_maps(&self.applied.ipcache, &desired.ipcache);
+        let (ipc_up, ipc_rm) = (
+            novanet_model::policy::upserts(&self.applied.ipcache, &desired.ipcache),
+            novanet_model::policy::removals(&self.applied.ipcache, &desired.ipcache),
+        );
         let mut errors = Vec::new();
         let mut ok = |what: &str, r: Result<(), novanet_dataplane::DataplaneError>| match r {
             Ok(()) => true,

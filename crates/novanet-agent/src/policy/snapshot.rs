@@ -42,13 +42,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn read(objects: &ClusterObjects) -> Snapshot {
-        let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for ns in objects.namespaces().state() {
-            let Some(name) = ns.metadata.name.clone() else { continue };
-            let mut labels = ns.metadata.labels.clone().unwrap_or_default();
-            labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
-            namespaces.insert(name, labels);
-        }
+        let namespaces = namespace_labels_of(objects, |_| true);
         let mut pods: Vec<PodEntry> = objects.pods().state().iter().filter_map(|p| pod_entry(p, &namespaces)).collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut policies: Vec<NetworkPolicy> = objects.network_policies().state().iter().map(|p| (**p).clone()).collect();
@@ -59,6 +53,24 @@ impl Snapshot {
         let service_ips = objects.services().state().iter().flat_map(|s| service_ips(s)).collect();
         Snapshot { namespaces, pods, policies, nodes, service_ips }
     }
+}
+
+/// Labels of the namespaces `wanted` accepts, each with its `kubernetes.io/metadata.name`.
+pub fn namespace_labels_of(
+    objects: &ClusterObjects,
+    wanted: impl Fn(&str) -> bool,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    objects
+        .namespaces()
+        .state()
+        .iter()
+        .filter_map(|ns| {
+            let name = ns.metadata.name.clone().filter(|n| wanted(n))?;
+            let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+            labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.clone());
+            Some((name, labels))
+        })
+        .collect()
 }
 
 fn namespace_labels(namespaces: &BTreeMap<String, BTreeMap<String, String>>, namespace: &str) -> BTreeMap<String, String> {
@@ -74,11 +86,7 @@ pub fn identity_labels(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> IdentityLabels {
-    IdentityLabels {
-        namespace: namespace.to_string(),
-        pod: labels.clone(),
-        namespace_labels: namespace_labels(namespaces, namespace),
-    }
+    IdentityLabels::new(namespace, labels.clone(), namespace_labels(namespaces, namespace))
 }
 
 /// The policy view of a pod: `None` for pods without an IPv4 address, hostNetwork pods (their address is

@@ -22,7 +22,7 @@ use super::{Health, Inactive, Subsystem};
 use crate::config::AgentConfig;
 use crate::endpoint_manager::{EndpointManager, EndpointObserver};
 use crate::policy::identities::Allocator;
-use crate::policy::snapshot::{PodEntry, Snapshot, identity_labels};
+use crate::policy::snapshot::{PodEntry, Snapshot, identity_labels, namespace_labels_of};
 use crate::policy::{AddressBook, Desired, PolicyDatapath, PolicyEngine, desired_ipcache};
 
 /// Changes closer together than this are compiled once.
@@ -95,20 +95,8 @@ impl Shared {
 
     fn pod_labels(&self, ep: &Endpoint) -> Option<IdentityLabels> {
         let pod = novanet_k8s::find_pod(self.objects.pods(), &ep.pod.namespace, &ep.pod.name)?;
-        let snapshot_ns: BTreeMap<String, BTreeMap<String, String>> = self
-            .objects
-            .namespaces()
-            .state()
-            .iter()
-            .filter(|n| n.metadata.name.as_deref() == Some(ep.pod.namespace.as_str()))
-            .filter_map(|n| {
-                let name = n.metadata.name.clone()?;
-                let mut labels = n.metadata.labels.clone().unwrap_or_default();
-                labels.insert(crate::policy::snapshot::NAMESPACE_NAME_LABEL.to_string(), name.clone());
-                Some((name, labels))
-            })
-            .collect();
-        Some(identity_labels(&snapshot_ns, &ep.pod.namespace, &novanet_k8s::pod_labels(&pod)))
+        let namespaces = namespace_labels_of(&self.objects, |n| n == ep.pod.namespace);
+        Some(identity_labels(&namespaces, &ep.pod.namespace, &novanet_k8s::pod_labels(&pod)))
     }
 }
 

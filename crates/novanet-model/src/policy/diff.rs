@@ -65,11 +65,13 @@ impl MapDiff {
     }
 }
 
-fn upserts<K: Ord + Copy, V: PartialEq + Copy>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<(K, V)> {
+/// Entries of `new` that `old` lacks or holds with another value.
+pub fn upserts<K: Ord + Copy, V: PartialEq + Copy>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<(K, V)> {
     new.iter().filter(|(k, v)| old.get(k) != Some(v)).map(|(k, v)| (*k, *v)).collect()
 }
 
-fn removals<K: Ord + Copy, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
+/// Keys of `old` that `new` lacks.
+pub fn removals<K: Ord + Copy, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
     old.keys().filter(|k| !new.contains_key(k)).copied().collect()
 }
 

@@ -39,7 +39,7 @@ mod types;
 mod tests;
 
 pub use compile::{Allow, Compiled, DirectionPolicy, EndpointPolicy, Peer, Ports, RuleRef, compile};
-pub use diff::{MapDiff, diff};
+pub use diff::{MapDiff, diff, removals, upserts};
 pub use lookup::{Lookup, Matched, lookup};
 pub use lower::{CidrEntries, MapEntries, PolicyEntries, lower};
 pub use parse::{Notice, Problem};
