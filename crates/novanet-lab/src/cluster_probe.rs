@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::connectivity::{Outcome, ProbeOptions};
+use crate::connectivity::{Outcome, ProbeOptions, filter_matches};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterProbeError {
@@ -83,10 +83,7 @@ fn select<'a>(pods: &'a [ClusterPod], filter: &[String]) -> Result<Vec<&'a Clust
     }
     let mut out = Vec::new();
     for f in filter {
-        let found: Vec<&ClusterPod> = pods
-            .iter()
-            .filter(|p| p.key == *f || (!f.contains('/') && p.name == *f) || f == &format!("{}/*", p.namespace))
-            .collect();
+        let found: Vec<&ClusterPod> = pods.iter().filter(|p| filter_matches(f, &p.namespace, &p.name)).collect();
         if found.is_empty() {
             return Err(ClusterProbeError::NoSuchPod(f.clone()));
         }

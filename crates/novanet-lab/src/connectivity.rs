@@ -106,16 +106,22 @@ impl Default for ProbeOptions {
     }
 }
 
+/// Whether a probe filter (`ns/pod`, a pod name, or `ns/*`) names the pod `namespace/name`.
+pub fn filter_matches(filter: &str, namespace: &str, name: &str) -> bool {
+    match filter.split_once('/') {
+        Some((ns, "*")) => ns == namespace,
+        Some((ns, pod)) => ns == namespace && pod == name,
+        None => filter == name,
+    }
+}
+
 fn select<'a>(pods: &'a [PodState], filter: &[String]) -> Result<Vec<&'a PodState>, ConnectivityError> {
     if filter.is_empty() {
         return Ok(pods.iter().collect());
     }
     let mut out = Vec::new();
     for f in filter {
-        let found: Vec<&PodState> = pods
-            .iter()
-            .filter(|p| p.key() == *f || (!f.contains('/') && p.name == *f) || f == &format!("{}/*", p.namespace))
-            .collect();
+        let found: Vec<&PodState> = pods.iter().filter(|p| filter_matches(f, &p.namespace, &p.name)).collect();
         if found.is_empty() {
             return Err(ConnectivityError::NoSuchPod(f.clone()));
         }
