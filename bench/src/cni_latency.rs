@@ -88,6 +88,7 @@ pub fn measure(lab: &mut Lab, node: &str, count: usize) -> anyhow::Result<CniTim
     for i in 0..count {
         check_interrupted()?;
         let s = spec(&format!("lat-c{i}"), node);
+        lab.record_pod_object(&s)?; // the agent knows the pod before its ADD, as with kubelet
         let mut pod = PodState {
             namespace: s.namespace.clone(),
             name: s.name.clone(),
@@ -130,6 +131,7 @@ pub fn measure(lab: &mut Lab, node: &str, count: usize) -> anyhow::Result<CniTim
         t.netns_delete_ms.push(ms_since(start));
         lab.state.pods.retain(|p| p.netns != pod.netns);
         lab.state.save()?;
+        lab.forget_pod_object(&pod.namespace, &pod.name)?;
     }
     Ok(t)
 }

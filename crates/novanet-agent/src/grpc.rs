@@ -124,6 +124,16 @@ impl Agent for AgentService {
                 m.add(new).map(|ep| (ep, prefix)).map_err(to_status)
             })
             .await?;
+        // The pod's first packet must meet its policy: wait for the compile that judges it.
+        if let Some(policy) = &self.policy
+            && !policy.wait_judged(&ep, crate::subsystems::policy::JUDGED_WAIT).await
+        {
+            tracing::warn!(
+                pod = %format!("{}/{}", ep.pod.namespace, ep.pod.name),
+                ip = %ep.ip,
+                "the pod is not in the stores yet: its traffic is denied both ways until it is"
+            );
+        }
         let gw = novanet_common::GATEWAY_V4;
         Ok(Response::new(api::AddEndpointResponse {
             ip: ep.ip.to_string(),

@@ -307,15 +307,7 @@ impl Lab {
             return Err(LabError::PodExists(spec.key()));
         }
         let node = self.node(&spec.node)?.clone();
-        let mut record = objects::load_record(&self.state.dir)?;
-        if !record.pods.iter().any(|p| {
-            p.metadata.namespace.as_deref() == Some(spec.namespace.as_str()) && p.metadata.name.as_deref() == Some(spec.name.as_str())
-        }) {
-            record.pods.push(objects::pod_object(spec));
-            objects::save_record(&self.state.dir, &record)?;
-        }
-        // The agents know the pod (Pending, labels) before its CNI ADD, as kubelet's pods exist before theirs.
-        self.write_objects()?;
+        self.record_pod_object(spec)?;
         let seq = self.state.pods.len();
         let uid = if self.control_plane.is_some() { self.create_api_pod(spec)? } else { spec.uid.clone() };
         let mut pod = PodState {
@@ -359,13 +351,27 @@ impl Lab {
         let node = self.state.node(&pod.node).cloned();
         let problems = pod::remove(node.as_ref(), &mut pod).problems();
         self.state.save()?;
-        let mut record = objects::load_record(&self.state.dir)?;
-        record.pods.retain(|p| {
-            p.metadata.namespace.as_deref() != Some(pod.namespace.as_str()) || p.metadata.name.as_deref() != Some(pod.name.as_str())
-        });
-        objects::save_record(&self.state.dir, &record)?;
-        self.write_objects()?;
+        self.forget_pod_object(&pod.namespace, &pod.name)?;
         if problems.is_empty() { Ok(()) } else { Err(LabError::Leftovers(problems)) }
+    }
+
+    /// Puts the Pod object of `spec` (Pending, with its labels) in the agents' objects file, so they know
+    /// it before its CNI ADD, as kubelet's pods exist before theirs (an ADD waits for its pod's policy).
+    pub fn record_pod_object(&self, spec: &PodSpec) -> Result<(), LabError> {
+        let mut record = objects::load_record(&self.state.dir)?;
+        if !record.pods.iter().any(|p| is_pod(p, &spec.namespace, &spec.name)) {
+            record.pods.push(objects::pod_object(spec));
+            objects::save_record(&self.state.dir, &record)?;
+        }
+        self.write_objects()
+    }
+
+    /// Takes the Pod object `namespace/name` out of the agents' objects file.
+    pub fn forget_pod_object(&self, namespace: &str, name: &str) -> Result<(), LabError> {
+        let mut record = objects::load_record(&self.state.dir)?;
+        record.pods.retain(|p| !is_pod(p, namespace, name));
+        objects::save_record(&self.state.dir, &record)?;
+        self.write_objects()
     }
 
     /// Rewrites the agents' objects file from the lab's record and state (see [`crate::objects`]).
@@ -701,4 +707,8 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+fn is_pod(p: &novanet_k8s::k8s_openapi::api::core::v1::Pod, namespace: &str, name: &str) -> bool {
+    p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(name)
 }

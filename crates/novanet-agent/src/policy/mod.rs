@@ -11,7 +11,9 @@
 //! - **Fail closed**: an endpoint is isolated as soon as a policy selects it even when its allow entries
 //!   could not all be written (a full map): missing entries deny; the error is reported in `status`.
 //! - A local endpoint's ipcache entry is written before its CNI ADD returns and removed (with its policy
-//!   entries) before its DEL returns.
+//!   entries) before its DEL returns. Until a compile judges it (its Pod is in the stores), it is
+//!   isolated both ways; the ADD waits (bounded) for that compile, so a pod's first packet already meets
+//!   its policy.
 
 pub mod datapath;
 pub mod identities;
@@ -77,11 +79,13 @@ pub fn desired_ipcache(book: &AddressBook<'_>) -> BTreeMap<Ipv4Addr, IpcacheValu
         out.insert(*ip, IpcacheValue { identity: *identity, flags: 0 });
     }
     for ip in book.local {
-        let identity = book.pods.get(ip).copied().unwrap_or(IDENTITY_UNMANAGED);
-        let isolation = match book.isolation.get(ip) {
-            Some(flags) => *flags,
-            None if book.default_deny => BOTH_ISOLATED,
-            None => 0,
+        // A local endpoint whose pod the stores do not know yet (or whose identity could not be numbered)
+        // cannot be judged: it stays isolated both ways until it can (fail closed).
+        let (identity, isolation) = match (book.pods.get(ip), book.isolation.get(ip)) {
+            (None, _) => (IDENTITY_UNMANAGED, BOTH_ISOLATED),
+            (Some(identity), Some(flags)) => (*identity, *flags),
+            (Some(identity), None) if book.default_deny => (*identity, BOTH_ISOLATED),
+            (Some(identity), None) => (*identity, 0),
         };
         out.insert(*ip, IpcacheValue { identity, flags: IpcacheValue::FLAG_LOCAL | isolation });
     }

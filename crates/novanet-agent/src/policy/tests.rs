@@ -47,14 +47,18 @@ fn ipcache_marks_local_endpoints_nodes_and_services() {
     let cache = desired_ipcache(&book(false));
     assert_eq!(cache[&ip(2)], ISOLATED_IN);
     assert_eq!(cache[&ip(3)], IpcacheValue { identity: WEB + 1, flags: IpcacheValue::FLAG_LOCAL });
-    assert_eq!(cache[&ip(4)], IpcacheValue { identity: IDENTITY_UNMANAGED, flags: IpcacheValue::FLAG_LOCAL }, "no Pod object");
+    assert_eq!(
+        cache[&ip(4)],
+        IpcacheValue { identity: IDENTITY_UNMANAGED, flags: IpcacheValue::FLAG_LOCAL | BOTH_ISOLATED },
+        "no Pod object yet: not judged, so isolated (fail closed)"
+    );
     assert_eq!(cache[&Ipv4Addr::new(10, 244, 2, 2)], IpcacheValue { identity: WEB, flags: 0 }, "remote pods: no flags");
     assert_eq!(cache[&own[0]].identity, IDENTITY_HOST);
     assert_eq!(cache[&Ipv4Addr::from(GATEWAY_V4)].identity, IDENTITY_HOST);
     assert_eq!(cache[&others[0]].identity, IDENTITY_REMOTE_NODE);
     assert_eq!(cache[&services[0]].identity, IDENTITY_SERVICE);
     let deny = desired_ipcache(&book(true));
-    assert_eq!(deny[&ip(4)].flags, IpcacheValue::FLAG_LOCAL | BOTH_ISOLATED, "default deny isolates the unknown");
+    assert_eq!(deny[&ip(3)].flags, IpcacheValue::FLAG_LOCAL | BOTH_ISOLATED, "default deny isolates the unselected");
 }
 
 #[test]

@@ -33,6 +33,11 @@ const IDENTITY_GC_EVERY: Duration = Duration::from_secs(60);
 const CT_SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Conntrack this full (of `MAX_CT`) is reported in `status`: the LRU starts forgetting live flows.
 const CT_PRESSURE_PERCENT: usize = 90;
+/// How long a CNI ADD waits for the compile that judges its endpoint (its Pod must reach the stores).
+pub const JUDGED_WAIT: Duration = Duration::from_secs(5);
+
+/// Local endpoints a compile judged (their Pod was in the stores), by address and container.
+type Judged = BTreeSet<(Ipv4Addr, String)>;
 
 type Engine = PolicyEngine<Box<dyn PolicyDatapath>>;
 
@@ -68,6 +73,8 @@ pub struct Shared {
     numbers: Mutex<HashMap<IdentityLabels, u32>>,
     view: RwLock<Option<Arc<View>>>,
     health: RwLock<Health>,
+    /// The endpoints the last applied compile judged; a CNI ADD waits to appear here.
+    judged: tokio::sync::watch::Sender<Arc<Judged>>,
     wake: Notify,
     /// The compile notices last reported (each new one is logged once).
     last_notices: Mutex<Vec<String>>,
@@ -87,6 +94,14 @@ impl Shared {
     pub fn verdicts(&self, ip: Ipv4Addr) -> [(u64, u64); 2] {
         let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
         engine.maps().verdicts(ip).unwrap_or_default()
+    }
+
+    /// Waits (up to `timeout`) until a compile has judged `ep` and its entries are in the maps. `false`
+    /// when it did not happen in time: the endpoint then stays isolated until its Pod reaches the stores.
+    pub async fn wait_judged(&self, ep: &Endpoint, timeout: Duration) -> bool {
+        let key = (ep.ip, ep.attachment.container_id.clone());
+        let mut rx = self.judged.subscribe();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(|j| j.contains(&key))).await, Ok(Ok(_)))
     }
 
     fn set_health(&self, health: Health) {
@@ -191,6 +206,7 @@ pub fn start(
         numbers: Mutex::new(HashMap::new()),
         view: RwLock::new(None),
         health: RwLock::new(Health::not_ready("waiting for the object stores' first list")),
+        judged: tokio::sync::watch::Sender::new(Arc::new(Judged::new())),
         ct_entries: std::sync::atomic::AtomicUsize::new(0),
         last_notices: Mutex::new(Vec::new()),
         wake: Notify::new(),
@@ -339,6 +355,15 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         let mut engine = shared.engine.lock().unwrap_or_else(PoisonError::into_inner);
         engine.apply(&Desired { ipcache, entries: lowered })
     };
+    let judged: Judged =
+        local_eps.iter().filter(|e| pod_ips.contains_key(&e.ip)).map(|e| (e.ip, e.attachment.container_id.clone())).collect();
+    shared.judged.send_if_modified(|j| {
+        let changed = **j != judged;
+        if changed {
+            *j = Arc::new(judged);
+        }
+        changed
+    });
     if report.upserts + report.removals > 0 {
         info!(upserts = report.upserts, removals = report.removals, took = ?started.elapsed(), "policy applied");
     }
