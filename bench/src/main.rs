@@ -88,8 +88,11 @@ fn main() -> anyhow::Result<()> {
     let loadavg_start = loadavg();
 
     let name = format!("bench-{}", std::process::id());
-    eprintln!("bringing up lab {name}: node {NODE} with pods client and server");
-    let mut lab = Lab::guard(&name, &lab_spec()?).context("bringing up the lab")?;
+    eprintln!("bringing up lab {name}: node {NODE} with pods client and server (agent without object source)");
+    // The policy arm and the change-to-enforcement model write the policy maps themselves: the agent's
+    // policy subsystem must stay out of them.
+    let options = novanet_lab::LabOptions { no_object_source: true, ..Default::default() };
+    let lab = Lab::guard_with(&name, &lab_spec()?, &options).context("bringing up the lab")?;
     let subject = Endpoints {
         client_ns: lab.pod("client")?.netns.clone(),
         server_ns: lab.pod("server")?.netns.clone(),
@@ -149,6 +152,12 @@ fn main() -> anyhow::Result<()> {
     writer.clear().context("clearing the policy maps")?;
     drop(writer);
 
+    lab.down().context("tearing the lab down")?;
+
+    // CNI latency as installed: the agent's policy subsystem runs (an ADD waits for its pod's policy).
+    let cni_name = format!("bench-cni-{}", std::process::id());
+    eprintln!("bringing up lab {cni_name}: node {NODE}, agent with its object source");
+    let mut lab = Lab::guard(&cni_name, &LabSpec { pods: Vec::new(), ..lab_spec()? }).context("bringing up the CNI lab")?;
     let cni = cni_latency::measure(&mut lab, NODE, args.pods as usize)?;
     let teardown = lab.down();
 

@@ -29,6 +29,7 @@ pub struct AgentService {
     node: Arc<NodeInfo>,
     subsystems: Subsystems,
     policy: Option<Arc<crate::subsystems::policy::Shared>>,
+    reaper: Arc<crate::veth_reaper::VethReaper>,
 }
 
 impl AgentService {
@@ -37,8 +38,9 @@ impl AgentService {
         node: NodeInfo,
         subsystems: Subsystems,
         policy: Option<Arc<crate::subsystems::policy::Shared>>,
+        reaper: Arc<crate::veth_reaper::VethReaper>,
     ) -> Self {
-        AgentService { manager, node: Arc::new(node), subsystems, policy }
+        AgentService { manager, node: Arc::new(node), subsystems, policy, reaper }
     }
 
     /// Runs `f` with the endpoint manager on a blocking thread.
@@ -146,9 +148,12 @@ impl Agent for AgentService {
     async fn del_endpoint(&self, req: Request<api::DelEndpointRequest>) -> Result<Response<api::DelEndpointResponse>, Status> {
         let id = attachment(req.into_inner().attachment)?;
         let removed = self.with_manager(move |m| m.remove(&id).map_err(to_status)).await?;
+        // The kernel's slow veth unregistration happens after the answer (see `veth_reaper`).
+        let host_veth_deleting = removed.as_ref().is_some_and(|ep| self.reaper.delete(&ep.host_ifname));
         Ok(Response::new(api::DelEndpointResponse {
             released: removed.is_some(),
             host_ifname: removed.map(|ep| ep.host_ifname).unwrap_or_default(),
+            host_veth_deleting,
         }))
     }
 

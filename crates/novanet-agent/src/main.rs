@@ -31,6 +31,7 @@ mod policy;
 mod state_file;
 mod subsystems;
 mod uninstall;
+mod veth_reaper;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -140,6 +141,7 @@ const SHUTDOWN_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// What the running agent needs at shutdown.
 struct Running {
     manager: Arc<Mutex<EndpointManager>>,
+    reaper: Arc<veth_reaper::VethReaper>,
     release: Option<novanet_k8s::ReleaseWatch>,
     api_exited: subsystems::api::Exited,
 }
@@ -175,10 +177,11 @@ async fn start(cfg: &AgentConfig, node: &str, subsystems: &Subsystems) -> anyhow
     };
     let node_info =
         NodeInfo { node_name: node.to_string(), source: source.into(), mtu: cfg.mtu, notices: cfg.inactive_settings() };
-    let service = AgentService::new(manager.clone(), node_info, subsystems.clone(), policy_view);
+    let reaper = veth_reaper::VethReaper::start()?;
+    let service = AgentService::new(manager.clone(), node_info, subsystems.clone(), policy_view, reaper.clone());
     let (api, api_exited) = subsystems::api::Api::start(service, &cfg.socket_path)?;
     subsystems.started(Box::new(api));
-    Ok(Running { manager, release, api_exited })
+    Ok(Running { manager, reaper, release, api_exited })
 }
 
 async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -199,6 +202,8 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         exited = running.api_exited => exited.unwrap_or(Ok(())),
     };
     subsystems.stop_all().await;
+    let reaper = running.reaper.clone();
+    let _ = tokio::task::spawn_blocking(move || reaper.stop()).await;
     served?;
     if let Some(release) = running.release
         && release.confirm_removed(SHUTDOWN_READ_TIMEOUT).await

@@ -76,6 +76,7 @@ impl Agent for FakeAgent {
         Ok(Response::new(DelEndpointResponse {
             released: removed.is_some(),
             host_ifname: removed.map(|(r, _)| r.host_ifname).unwrap_or_default(),
+            host_veth_deleting: false,
         }))
     }
 

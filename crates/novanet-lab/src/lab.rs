@@ -78,6 +78,7 @@ pub struct Lab {
     /// The lab's image registry (real nodes pull every image through it).
     registry: Option<crate::registry::Registry>,
     real_nodes: bool,
+    no_object_source: bool,
 }
 
 /// How a lab is built.
@@ -92,6 +93,9 @@ pub struct LabOptions {
     /// and starts no NovaNet agent (NovaNet arrives through its Helm chart), and nodes stay NotReady until a
     /// CNI is installed. Pod CIDRs are the controller-manager's; the lab routes them over the underlay.
     pub real_nodes: bool,
+    /// Light nodes' agents get no objects file: their policy subsystem is inactive and never touches the
+    /// policy maps (for the benchmark, which writes those maps itself). Only for labs this process runs.
+    pub no_object_source: bool,
 }
 
 /// The lab registry's port (on [`CONTROL_PLANE_IP`]).
@@ -148,6 +152,7 @@ impl Lab {
             k8s_bin_dir: options.kubernetes.clone(),
             registry: None,
             real_nodes: options.real_nodes,
+            no_object_source: options.no_object_source,
         };
         lab.state.save()?;
         lab.build(spec, options)?;
@@ -182,6 +187,7 @@ impl Lab {
             k8s_bin_dir: None,
             registry: None,
             real_nodes,
+            no_object_source: false,
         })
     }
 
@@ -248,8 +254,8 @@ impl Lab {
                 "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name}},
             }))?;
         }
-        let objects_file = objects::objects_file(&self.state.dir);
-        let result = node::prepare_files(&mut node, &self.bins, kubeconfig.as_deref(), &objects_file);
+        let objects_file = (!self.no_object_source).then(|| objects::objects_file(&self.state.dir));
+        let result = node::prepare_files(&mut node, &self.bins, kubeconfig.as_deref(), objects_file.as_deref());
         self.replace_node(&node)?;
         result?;
         let result = node::start_agent(&mut node, &self.bins);

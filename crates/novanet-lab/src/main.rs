@@ -221,7 +221,7 @@ fn cluster(file: &Path, name: &str, values: &Path, chart: &Path, supervised: boo
         .context("no Kubernetes binaries: run scripts/setup.sh --k8s")?;
     let spec = LabSpec::load(file).with_context(|| format!("reading {}", file.display()))?;
     let started = std::time::Instant::now();
-    let options = novanet_lab::LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
+    let options = novanet_lab::LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true, ..Default::default() };
     let lab = if supervised {
         let me = novanet_lab::state::SupervisorState::current().context("reading /proc/self/stat")?;
         Lab::guard_supervised(name, &spec, &options, me)

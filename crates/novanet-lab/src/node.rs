@@ -71,13 +71,13 @@ pub fn add_peer_route(node: &NodeState, peer: &NodeState) -> Result<(), NodeErro
 /// Prepares the node directory: bpffs, CNI plugin and conflist (through the agent's own `install-cni`,
 /// as the DaemonSet's init container does), and the agent configuration.
 /// With `kubeconfig`, the agent takes its pod CIDR from the Node object and watches the API; without,
-/// the node's pod CIDR is static and its cluster objects come from the lab's `objects_file` (the agent runs
+/// the node's pod CIDR is static and its cluster objects come from the lab's `objects_file`, if any (the agent runs
 /// in the node's network namespace only, so the lab directory's path is valid for it).
 pub fn prepare_files(
     node: &mut NodeState,
     bins: &Binaries,
     kubeconfig: Option<&Path>,
-    objects_file: &Path,
+    objects_file: Option<&Path>,
 ) -> Result<(), NodeError> {
     for dir in [node.dir.clone(), node.state_dir(), node.bpffs_dir(), node.dir.join("run")] {
         fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
@@ -87,7 +87,10 @@ pub fn prepare_files(
     node.bpffs = Some(bpffs.clone());
     let source = match kubeconfig {
         Some(k) => format!("podCIDRSource: kubernetes\nkubeconfig: {}\norphanSweepSeconds: 2", k.display()),
-        None => format!("podCIDRSource: static\npodCIDR: {}\nobjectsFile: {}", node.pod_cidr, objects_file.display()),
+        None => {
+            let objects = objects_file.map(|f| format!("\nobjectsFile: {}", f.display())).unwrap_or_default();
+            format!("podCIDRSource: static\npodCIDR: {}{objects}", node.pod_cidr)
+        }
     };
     let config = format!(
         "nodeName: {name}\n{source}\nsocketPath: {sock}\nstateDir: {state}\n\

@@ -147,13 +147,17 @@ pub struct Removal {
     pub del_failed: Option<PodError>,
     /// The pod's namespace could not be removed.
     pub netns_left: Option<NetnsError>,
+    /// The host veth was still on the node [`VETH_GONE_WAIT`] after DEL (the agent deletes it after
+    /// answering, the namespace's removal takes it too).
+    pub veth_left: Option<String>,
 }
 
 impl Removal {
     /// Everything that went wrong, for a caller that keeps the node.
     pub fn problems(self) -> Vec<String> {
         let del = self.del_failed.map(|e| e.to_string());
-        del.into_iter().chain(self.netns_left.map(|e| e.to_string())).collect()
+        let veth = self.veth_left.map(|name| format!("host veth {name} still on the node {VETH_GONE_WAIT:?} after DEL"));
+        del.into_iter().chain(self.netns_left.map(|e| e.to_string())).chain(veth).collect()
     }
 }
 
@@ -169,7 +173,30 @@ pub fn remove(node: Option<&NodeState>, pod: &mut PodState) -> Removal {
         removal.del_failed = del.err();
     }
     removal.netns_left = NetNs::delete(&pod.netns).err();
+    if let (Some(node), Some(name)) = (node, pod.cni_result.as_ref().and_then(host_veth)) {
+        let deadline = std::time::Instant::now() + VETH_GONE_WAIT;
+        while link_exists(&node.netns, &name) {
+            if std::time::Instant::now() >= deadline {
+                removal.veth_left = Some(name);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     removal
+}
+
+/// How long a removal waits for the pod's host veth to leave the node.
+pub const VETH_GONE_WAIT: Duration = Duration::from_secs(5);
+
+/// The host end of the pod's veth in a CNI result: the interface without a sandbox.
+fn host_veth(result: &serde_json::Value) -> Option<String> {
+    let interfaces = result.get("interfaces")?.as_array()?;
+    interfaces.iter().find(|i| i.get("sandbox").is_none()).and_then(|i| Some(i.get("name")?.as_str()?.to_string()))
+}
+
+fn link_exists(netns: &str, name: &str) -> bool {
+    NetNs::existing(netns).ip(&["link", "show", "dev", name]).is_ok()
 }
 
 /// A container ID as a runtime makes them: 64 hex characters.

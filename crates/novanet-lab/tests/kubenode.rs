@@ -169,7 +169,7 @@ fn two_real_nodes_register_run_pods_and_leave_nothing_behind() {
     let pause = build_pause_archive(work.path());
 
     let spec = LabSpec::parse(SPEC).unwrap();
-    let options = LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
+    let options = LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true, ..Default::default() };
     // The lab with n1, then n2 added to the running lab (timed on its own).
     let t0 = Instant::now();
     let mut lab = Lab::guard_with(&format!("test-kubenode-{}", std::process::id()), &spec, &options).unwrap();

@@ -298,3 +298,36 @@ fn del_is_idempotent_and_check_fails_after_it() {
     assert_eq!(endpoint_map_entries(&lab, "n1"), 0);
     lab.remove_pod("a").unwrap();
 }
+
+#[test]
+fn del_answers_before_the_veth_is_gone_and_a_re_add_of_the_same_attachment_waits_for_it() {
+    let lab = lab("readd", &one_node("10.244.1.0/24", &[]));
+    let node = lab.node("n1").unwrap().clone();
+    let links_before = links(&lab, "n1");
+    let netns = novanet_lab::netns::NetNs::create(&format!("{}-readd", lab.state.prefix)).unwrap();
+    let pod = sandbox("readd", "n1", netns.name().to_string());
+    lab.record_pod_object(&novanet_lab::PodSpec {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        node: "n1".into(),
+        labels: Default::default(),
+        command: None,
+    })
+    .unwrap();
+    let conf = novanet_lab::pod::plugin_config(&node, None).unwrap();
+    for round in 0..3 {
+        // ADD straight after the DEL of the same attachment: the old veth (same names) may still be
+        // being deleted by the agent.
+        let result = novanet_lab::pod::run_cni(&node, &pod, "ADD", &conf).unwrap_or_else(|e| panic!("ADD {round}: {e}"));
+        let with_result = novanet_lab::pod::plugin_config(&node, Some(&result)).unwrap();
+        novanet_lab::pod::run_cni(&node, &pod, "CHECK", &with_result).unwrap();
+        novanet_lab::pod::run_cni(&node, &pod, "DEL", &with_result).unwrap();
+    }
+    wait_for("the last host veth to be deleted by the agent", Duration::from_secs(5), Duration::from_millis(20), || {
+        links(&lab, "n1") == links_before
+    });
+    assert_eq!(novanet_lab::node::agent_status(&node.socket()).unwrap().pool_used, 0);
+    drop(netns);
+    lab.forget_pod_object("default", "readd").unwrap();
+}

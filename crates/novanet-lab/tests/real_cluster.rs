@@ -108,7 +108,7 @@ fn quickstart_commands_lifecycle_and_conformance_on_a_real_cluster() {
         return;
     };
     let started = Instant::now();
-    let options = LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true };
+    let options = LabOptions { kubernetes: Some(bin_dir.clone()), real_nodes: true, ..Default::default() };
     let lab = Lab::guard_with(&format!("test-real-{}", std::process::id()), &LabSpec::parse(SPEC).unwrap(), &options)
         .unwrap();
     common::say(&format!("lab cluster up in {:?}", started.elapsed()));

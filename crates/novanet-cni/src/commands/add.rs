@@ -1,6 +1,7 @@
 //! ADD: veth pair, agent endpoint, pod addressing and routes; rolled back on any failure.
 //!
-//! Order: vet the netns -> refuse existing names -> create the veth (pod end straight into the pod's
+//! Order: vet the netns -> refuse existing names (after waiting a moment for interfaces an earlier DEL
+//! left to the agent's deletion) -> create the veth (pod end straight into the pod's
 //! namespace) -> both ends up -> AddEndpoint (agent allocates the address, attaches eBPF) -> pod
 //! address, gateway route, default route, permanent gateway neighbour -> node route to the pod.
 //! Once the veth exists, a failure deletes it (which removes the pod end too) and, once the agent was
@@ -44,6 +45,9 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
         let host = host_netlink()?;
         let pod = pod_netlink(&netns)?;
 
+        // A DEL just before this ADD may have left the old veth to the agent's deletion: give it time.
+        wait_until_gone(&pod, &env.ifname).await?;
+        wait_until_gone(&host, &host_ifname).await?;
         if pod
             .link_by_name(&env.ifname)
             .await
@@ -97,6 +101,21 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
     }
     .instrument(span)
     .await
+}
+
+/// How long ADD waits for an interface of its name that a DEL handed to the agent's deletion.
+const PENDING_DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Returns once no interface `name` exists, or after [`PENDING_DELETE_WAIT`] (the caller then refuses).
+async fn wait_until_gone(netlink: &Netlink, name: &str) -> Result<(), CniError> {
+    let deadline = tokio::time::Instant::now() + PENDING_DELETE_WAIT;
+    while netlink.link_by_name(name).await.map_err(netlink_failed)?.is_some() {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// Everything after the veth exists, with what rollback needs to know.

@@ -3,7 +3,8 @@
 //! Decision on an unreachable agent: the veth is still deleted (the pod end goes with it), then the
 //! command fails with code 11 so the runtime retries DEL until the agent has released the address.
 //! A repeated DEL finds the veth gone and the agent answering "nothing released": success.
-//! The pod's namespace is not needed (it may already be gone).
+//! The pod's namespace is not needed (it may already be gone). An agent that released the endpoint
+//! deletes its veth itself after answering (`host_veth_deleting`); the plugin deletes any other.
 
 use tracing::{Instrument, info, info_span, warn};
 
@@ -32,6 +33,10 @@ pub async fn del(env: &AttachmentEnv, conf: &NetConf) -> Result<(), CniError> {
                 info!(released = resp.released, "agent released endpoint");
                 if !resp.host_ifname.is_empty() && resp.host_ifname != host_ifname {
                     names.push(resp.host_ifname.clone());
+                }
+                if resp.host_veth_deleting {
+                    info!(ifname = %resp.host_ifname, "the agent deletes the veth");
+                    names.retain(|n| *n != resp.host_ifname);
                 }
             }
             Err(e) => warn!(error = %e, "agent DelEndpoint failed; deleting the veth anyway"),
