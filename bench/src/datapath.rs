@@ -3,11 +3,12 @@
 //!
 //! Arms: `baseline` (A, a direct veth pair), `control` (A', a second identical direct pair: the A/A
 //! control that shows how far two identical paths differ), `subject` (B, two pods through NovaNet, policy
-//! off), `policy` (P, the same two pods with policy enforced: conntrack and the 10,000 rules selecting
-//! the server written to the maps beforehand; enforcement is switched on for P's slots only).
-//! Each round runs W X Y Z Z Y X W, with W X Y Z a rotation of A B P A' that moves by one every round.
-//! `kernel.bpf_stats_enabled` is on during NovaNet slots (B, P) only, and the program's counters are read
-//! around each of their samples.
+//! off), `policy0` (P0, the same two pods with policy enforced and no rules: conntrack on, as a cluster
+//! without NetworkPolicies runs), `policy` (P, enforced with the 10,000 rules selecting the server).
+//! Enforcement, and the rules for P, are switched on for P0's and P's slots only.
+//! Each round runs V W X Y Z Z Y X W V, with V W X Y Z a rotation of A B P0 P A' that moves by one every
+//! round. `kernel.bpf_stats_enabled` is on during NovaNet slots (B, P0, P) only, and the program's
+//! counters are read around each of their samples.
 
 use std::path::Path;
 
@@ -25,24 +26,36 @@ pub enum Arm {
     Baseline,
     Control,
     Subject,
+    #[serde(rename = "policy0")]
+    PolicyNoRules,
     Policy,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 4] = [Arm::Baseline, Arm::Subject, Arm::Policy, Arm::Control];
+    pub const ALL: [Arm; 5] = [Arm::Baseline, Arm::Subject, Arm::PolicyNoRules, Arm::Policy, Arm::Control];
 
     pub fn name(self) -> &'static str {
         match self {
             Arm::Baseline => "baseline",
             Arm::Control => "control",
             Arm::Subject => "subject",
+            Arm::PolicyNoRules => "policy0",
             Arm::Policy => "policy",
         }
     }
 
     /// Through NovaNet (its program's cost is read).
     pub fn is_novanet(self) -> bool {
-        matches!(self, Arm::Subject | Arm::Policy)
+        matches!(self, Arm::Subject | Arm::PolicyNoRules | Arm::Policy)
+    }
+
+    /// What the policy maps hold during the arm's slots.
+    pub fn enforcing(self) -> Enforcing {
+        match self {
+            Arm::PolicyNoRules => Enforcing::NoRules,
+            Arm::Policy => Enforcing::Rules,
+            Arm::Baseline | Arm::Control | Arm::Subject => Enforcing::Off,
+        }
     }
 }
 
@@ -84,9 +97,20 @@ pub struct Settings<'a> {
     pub prog_pin: &'a Path,
 }
 
-/// Turns policy enforcement on for the policy arm's slots and off after each.
+/// Policy in the maps during a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcing {
+    /// Not enforced: the datapath never touches conntrack.
+    Off,
+    /// Enforced, no rule selects the pods (conntrack on).
+    NoRules,
+    /// Enforced with the rules selecting the server.
+    Rules,
+}
+
+/// Sets what the policy arms' slots enforce, and switches enforcement off after each.
 pub trait Enforcement {
-    fn set(&mut self, on: bool) -> anyhow::Result<()>;
+    fn set(&mut self, mode: Enforcing) -> anyhow::Result<()>;
 }
 
 pub fn run(paths: &Paths, s: &Settings, enforcement: &mut dyn Enforcement) -> anyhow::Result<Vec<Slot>> {
@@ -97,10 +121,11 @@ pub fn run(paths: &Paths, s: &Settings, enforcement: &mut dyn Enforcement) -> an
         let ep = match arm {
             Arm::Baseline => paths.baseline,
             Arm::Control => paths.control,
-            Arm::Subject | Arm::Policy => paths.subject,
+            Arm::Subject | Arm::PolicyNoRules | Arm::Policy => paths.subject,
         };
         let slot = if arm.is_novanet() {
-            let _enforced = if arm == Arm::Policy { Some(Enforced::on(&mut *enforcement)?) } else { None };
+            let mode = arm.enforcing();
+            let _enforced = if mode == Enforcing::Off { None } else { Some(Enforced::on(&mut *enforcement, mode)?) };
             let _stats = StatsEnabled::enable()?;
             let t0 = bpf_stats::read_pinned(s.prog_pin)?;
             let tp = throughput::sample(ep, s.cpus, s.seconds)?;
@@ -132,15 +157,15 @@ struct Enforced<'a, 'b> {
 }
 
 impl<'a, 'b> Enforced<'a, 'b> {
-    fn on(enforcement: &'a mut (dyn Enforcement + 'b)) -> anyhow::Result<Enforced<'a, 'b>> {
-        enforcement.set(true)?;
+    fn on(enforcement: &'a mut (dyn Enforcement + 'b), mode: Enforcing) -> anyhow::Result<Enforced<'a, 'b>> {
+        enforcement.set(mode)?;
         Ok(Enforced { enforcement })
     }
 }
 
 impl Drop for Enforced<'_, '_> {
     fn drop(&mut self) {
-        if let Err(e) = self.enforcement.set(false) {
+        if let Err(e) = self.enforcement.set(Enforcing::Off) {
             eprintln!("bench: could not switch policy enforcement off: {e:#}");
         }
     }
@@ -173,23 +198,24 @@ mod tests {
 
     #[test]
     fn every_arm_runs_twice_per_round_at_the_same_mean_position() {
-        let plan = schedule(4);
-        assert_eq!(plan.len(), 32);
-        for round in 0..4 {
+        let plan = schedule(5);
+        assert_eq!(plan.len(), 50);
+        for round in 0..5 {
             let slots: Vec<Arm> = plan.iter().filter(|(r, _)| *r == round).map(|(_, a)| *a).collect();
             for arm in Arm::ALL {
-                let positions: Vec<usize> = (0..8).filter(|&i| slots[i] == arm).collect();
+                let positions: Vec<usize> = (0..10).filter(|&i| slots[i] == arm).collect();
                 assert_eq!(positions.len(), 2, "round {round}: {slots:?}");
-                assert_eq!(positions[0] + positions[1], 7, "unbalanced round {round}: {slots:?}");
+                assert_eq!(positions[0] + positions[1], 9, "unbalanced round {round}: {slots:?}");
             }
         }
     }
 
     #[test]
-    fn first_round_is_a_b_p_a_prime_mirrored_and_rounds_rotate() {
+    fn first_round_is_a_b_p0_p_a_prime_mirrored_and_rounds_rotate() {
         let plan: Vec<Arm> = schedule(2).into_iter().map(|(_, a)| a).collect();
         use Arm::*;
-        assert_eq!(&plan[..8], &[Baseline, Subject, Policy, Control, Control, Policy, Subject, Baseline]);
-        assert_eq!(&plan[8..], &[Subject, Policy, Control, Baseline, Baseline, Control, Policy, Subject]);
+        let p0 = PolicyNoRules;
+        assert_eq!(&plan[..10], &[Baseline, Subject, p0, Policy, Control, Control, Policy, p0, Subject, Baseline]);
+        assert_eq!(&plan[10..], &[Subject, p0, Policy, Control, Baseline, Baseline, Control, Policy, p0, Subject]);
     }
 }

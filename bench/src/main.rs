@@ -110,7 +110,8 @@ fn main() -> anyhow::Result<()> {
     let rules = args.policy_rules as usize;
     eprintln!("compiling and writing {rules} NetworkPolicies selecting the server (policy arm)");
     let many = Model::many_rules(client_ip, subject.server_ip, rules)?;
-    let written = writer.apply(&many.desired(&many.local()))?;
+    let rule_entries = many.desired(&many.local());
+    let written = writer.apply(&rule_entries)?;
     let (policy_entries, _, ipcache_entries) = writer.sizes();
     let verdicts_before = writer.verdicts(subject.server_ip)?;
 
@@ -118,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     let paths = Paths { baseline: &baseline_ep, control: &control_ep, subject: &subject };
     let cpus = (args.client_cpu, args.server_cpu);
     let settings = Settings { rounds: args.rounds as usize, seconds: args.seconds, cpus, prog_pin: &pin };
-    let slots = datapath::run(&paths, &settings, &mut writer)?;
+    let slots = datapath::run(&paths, &settings, &mut policy_writer::Arms::new(&mut writer, rule_entries))?;
     let redirect = redirect_local(&lab).zip(redirect_before).map(|(after, before)| after.saturating_sub(before));
     let verdicts_after = writer.verdicts(subject.server_ip)?;
     drop(baseline);

@@ -168,8 +168,29 @@ impl Drop for Writer {
     }
 }
 
-impl crate::datapath::Enforcement for Writer {
-    fn set(&mut self, on: bool) -> anyhow::Result<()> {
-        self.set_enforce(on)
+/// The policy arms' two states of the maps: the rules selecting the server, or none of them (the same
+/// identities in the ipcache, nobody isolated).
+pub struct Arms<'a> {
+    pub writer: &'a mut Writer,
+    pub rules: Desired,
+    pub no_rules: Desired,
+}
+
+impl<'a> Arms<'a> {
+    pub fn new(writer: &'a mut Writer, rules: Desired) -> Arms<'a> {
+        let ipcache = rules.ipcache.iter().map(|(ip, v)| (*ip, IpcacheValue { flags: v.flags & !ISOLATION, ..*v })).collect();
+        Arms { writer, rules, no_rules: Desired { ipcache, entries: Default::default() } }
+    }
+}
+
+impl crate::datapath::Enforcement for Arms<'_> {
+    fn set(&mut self, mode: crate::datapath::Enforcing) -> anyhow::Result<()> {
+        use crate::datapath::Enforcing;
+        match mode {
+            Enforcing::Off => return self.writer.set_enforce(false),
+            Enforcing::NoRules => self.writer.apply(&self.no_rules)?,
+            Enforcing::Rules => self.writer.apply(&self.rules)?,
+        };
+        self.writer.set_enforce(true)
     }
 }

@@ -33,6 +33,8 @@ pub struct ArmTable {
     pub baseline: Option<Summary>,
     pub control: Option<Summary>,
     pub subject: Option<Summary>,
+    /// The subject's pods with policy enforced and no rules (conntrack on).
+    pub policy0: Option<Summary>,
     /// The subject's pods with policy enforced (conntrack, the 10,000 rules).
     pub policy: Option<Summary>,
     pub subject_over_baseline: Option<f64>,
@@ -40,13 +42,15 @@ pub struct ArmTable {
     pub policy_over_baseline: Option<f64>,
     /// Policy on against policy off, same pods, same run.
     pub policy_over_subject: Option<f64>,
+    /// The 10,000 rules against no rules, both enforced.
+    pub policy_over_policy0: Option<f64>,
 }
 
 impl ArmTable {
     fn of(slots: &[Slot], unit: &'static str, higher_is_better: bool, metric: impl Fn(&Slot) -> f64) -> ArmTable {
         let arm = |a: Arm| Summary::of(&slots.iter().filter(|s| s.arm == a).map(&metric).collect::<Vec<_>>());
         let (baseline, control, subject) = (arm(Arm::Baseline), arm(Arm::Control), arm(Arm::Subject));
-        let policy = arm(Arm::Policy);
+        let (policy0, policy) = (arm(Arm::PolicyNoRules), arm(Arm::Policy));
         let over = |x: &Option<Summary>, y: &Option<Summary>| Some(x.as_ref()?.median / y.as_ref()?.median);
         ArmTable {
             unit,
@@ -55,9 +59,11 @@ impl ArmTable {
             control_over_baseline: over(&control, &baseline),
             policy_over_baseline: over(&policy, &baseline),
             policy_over_subject: over(&policy, &subject),
+            policy_over_policy0: over(&policy, &policy0),
             baseline,
             control,
             subject,
+            policy0,
             policy,
         }
     }
@@ -97,6 +103,9 @@ pub struct Report {
     pub rr_p50_latency: ArmTable,
     pub prog_during_throughput: ProgramCost,
     pub prog_during_rr: ProgramCost,
+    /// The same with policy enforced and no rules (policy0 arm).
+    pub policy0_prog_during_throughput: ProgramCost,
+    pub policy0_prog_during_rr: ProgramCost,
     /// The same with policy enforced (policy arm).
     pub policy_prog_during_throughput: ProgramCost,
     pub policy_prog_during_rr: ProgramCost,
@@ -148,6 +157,8 @@ impl Report {
             rr_p50_latency: ArmTable::of(&slots, "us (half RTT)", false, |s| s.rr.p50_half_rtt_us),
             prog_during_throughput: cost(Arm::Subject, false),
             prog_during_rr: cost(Arm::Subject, true),
+            policy0_prog_during_throughput: cost(Arm::PolicyNoRules, false),
+            policy0_prog_during_rr: cost(Arm::PolicyNoRules, true),
             policy_prog_during_throughput: cost(Arm::Policy, false),
             policy_prog_during_rr: cost(Arm::Policy, true),
             policy_setup,
@@ -170,10 +181,10 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "{} rounds x 8 slots (A B P A' A' P B A, rotated each round), {} s per sample; medians; samples in run order\n\
-             baseline = direct veth pair, control = a second identical direct veth pair (A/A), subject = two pods\n\
-             on one node through NovaNet (real agent + CNI, tc ingress + bpf_redirect_peer), policy = the same\n\
-             pods with policy enforced (conntrack, {} rules selecting the server)",
+            "{} rounds x 10 slots (A B P0 P A' A' P P0 B A, rotated each round), {} s per sample; medians; samples in run\n\
+             order. baseline = direct veth pair, control = a second identical direct veth pair (A/A), subject = two\n\
+             pods on one node through NovaNet (real agent + CNI, tc ingress + bpf_redirect_peer), policy0 = the same\n\
+             pods with policy enforced and no rules (conntrack on), policy = enforced with {} rules selecting the server",
             e.rounds, e.seconds_per_sample, self.policy_setup.rules
         );
         table(&mut o, "TCP throughput, iperf3 (Gbit/s, higher is better)", &self.tcp_throughput, 2);
@@ -194,8 +205,10 @@ impl Report {
         for (what, c) in [
             ("policy off, iperf3 (GSO skbs)", &self.prog_during_throughput),
             ("policy off, ping-pong", &self.prog_during_rr),
-            ("policy on, iperf3 (GSO skbs)", &self.policy_prog_during_throughput),
-            ("policy on, ping-pong", &self.policy_prog_during_rr),
+            ("policy on, 0 rules, iperf3", &self.policy0_prog_during_throughput),
+            ("policy on, 0 rules, ping-pong", &self.policy0_prog_during_rr),
+            ("policy on, rules, iperf3", &self.policy_prog_during_throughput),
+            ("policy on, rules, ping-pong", &self.policy_prog_during_rr),
         ] {
             let _ = writeln!(
                 o,
@@ -277,7 +290,7 @@ fn policy_latency(o: &mut String, l: &PolicyLatency) {
 fn table(o: &mut String, title: &str, t: &ArmTable, digits: usize) {
     let _ = writeln!(o, "\n{title}");
     for (name, s) in
-        [("baseline", &t.baseline), ("control", &t.control), ("subject", &t.subject), ("policy", &t.policy)]
+        [("baseline", &t.baseline), ("control", &t.control), ("subject", &t.subject), ("policy0", &t.policy0), ("policy", &t.policy)]
     {
         match s {
             Some(s) => {
@@ -303,7 +316,8 @@ fn table(o: &mut String, title: &str, t: &ArmTable, digits: usize) {
     );
     let _ = writeln!(
         o,
-        "  ratio policy/subject  {}   |   policy/baseline {}   (policy on vs off, and vs the direct pair)",
+        "  ratio policy/policy0  {}   |   policy/subject {}   |   policy/baseline {}   (rules vs none, policy on vs off, vs the direct pair)",
+        fmt_opt(t.policy_over_policy0, 3),
         fmt_opt(t.policy_over_subject, 3),
         fmt_opt(t.policy_over_baseline, 3),
     );

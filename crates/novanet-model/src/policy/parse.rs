@@ -3,7 +3,7 @@
 //! Everything here depends on the cluster only, not on which endpoints are local, so every node gets the
 //! same rule indices and the same notices.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -136,6 +136,9 @@ struct Ctx<'a, 'b> {
     input: &'a PolicyInput<'b>,
     rules: BTreeMap<u32, RuleRef>,
     notices: Vec<Notice>,
+    /// Identities a (namespace, namespaceSelector, podSelector) resolved to: clusters repeat selectors a
+    /// lot, and each resolution walks every identity.
+    resolved: HashMap<String, Vec<u32>>,
 }
 
 /// The number of a rule (`PolicyValue::rule`): a hash of where it is (policy, direction, rule, peer), so
@@ -165,7 +168,7 @@ impl Ctx<'_, '_> {
 pub(crate) fn parse(input: &PolicyInput) -> Parsed {
     let mut sorted: Vec<&NetworkPolicy> = input.policies.iter().collect();
     sorted.sort_by_key(|p| policy_id(p));
-    let mut ctx = Ctx { input, rules: BTreeMap::new(), notices: Vec::new() };
+    let mut ctx = Ctx { input, rules: BTreeMap::new(), notices: Vec::new(), resolved: HashMap::new() };
     let policies = sorted.into_iter().map(|p| parse_policy(&mut ctx, p)).collect();
     Parsed { policies, rules: ctx.rules, notices: ctx.notices }
 }
@@ -236,7 +239,7 @@ fn parse_rules(ctx: &mut Ctx, policy: &ParsedPolicy, direction: Direction, raw: 
             let mut kinds = Vec::new();
             for (peer_index, peer) in peers.iter().enumerate() {
                 let location = format!("{dir} rule {index} peer {peer_index}");
-                match parse_peer(ctx.input, &policy.namespace, peer) {
+                match parse_peer(ctx.input, &mut ctx.resolved, &policy.namespace, peer) {
                     Ok((kind, text)) => kinds.push((Some(peer_index), kind, text)),
                     Err(problem) => ctx.notice(&policy.id, location, problem),
                 }
@@ -289,6 +292,7 @@ fn parse_rules(ctx: &mut Ctx, policy: &ParsedPolicy, direction: Direction, raw: 
 /// Validates one peer; the text describes it for [`RuleRef::description`].
 fn parse_peer(
     input: &PolicyInput,
+    resolved: &mut HashMap<String, Vec<u32>>,
     namespace: &str,
     peer: &NetworkPolicyPeer,
 ) -> Result<(PeerKind, String), Problem> {
@@ -323,7 +327,11 @@ fn parse_peer(
         (Some(n), None) => format!("namespaceSelector {}", n.describe()),
         (Some(n), Some(p)) => format!("namespaceSelector {} and podSelector {}", n.describe(), p.describe()),
     };
-    let identities = input
+    let memo = format!("{namespace}\0{ns_sel:?}\0{pod_sel:?}");
+    if let Some(identities) = resolved.get(&memo) {
+        return Ok((PeerKind::Identities(identities.clone()), text));
+    }
+    let identities: Vec<u32> = input
         .identities
         .iter()
         .filter(|(id, _)| **id >= IDENTITY_CLUSTER_MIN)
@@ -340,6 +348,7 @@ fn parse_peer(
         .filter(|(_, l)| pod_sel.as_ref().is_none_or(|p| p.matches(&l.pod)))
         .map(|(id, _)| *id)
         .collect();
+    resolved.insert(memo, identities.clone());
     Ok((PeerKind::Identities(identities), text))
 }
 
