@@ -44,6 +44,11 @@ metadata: {name: remote}
 spec: {nodeName: n2, containers: [{name: c}]}
 ";
 
+/// One connect's patience (connect, then the server's close). The defect fails every connect after the
+/// reuse, whatever the timeout; a loaded machine can delay a healthy one by a second (the server thread
+/// must run to accept and close).
+const TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The client's ephemeral ports: few, so every one is reused many times.
 const PORTS: std::ops::RangeInclusive<u16> = 41000..=41049;
 
@@ -71,7 +76,7 @@ fn same_node_connects_keep_working_after_the_client_reused_its_ports_towards_ano
     let remote = serve(&lab, "remote");
     let client = lab.pod("client").unwrap().netns.clone();
     let client_ip = lab.pod_ip("client").unwrap();
-    // How many of `n` connects fail (counting stops at 10: each failure costs its 1 s timeout), each from
+    // How many of `n` connects fail (counting stops at 10: each failure costs up to two timeouts), each from
     // the port `from` gives (None: the kernel's choice).
     let failures = move |to: SocketAddrV4, n: usize, from: fn(usize) -> Option<u16>| {
         in_netns(&client, move || {
@@ -112,18 +117,18 @@ fn serve(lab: &novanet_lab::Lab, pod: &str) -> SocketAddrV4 {
     SocketAddrV4::new(ip, 8080)
 }
 
-/// One connect with a 1 s timeout (as `agnhost connect --timeout=1s`), from `bind` if given, waiting for
-/// the server's close, then an abortive close (RST), so no TIME_WAIT keeps the client's few ports from
-/// being reused.
+/// One connect with a [`TIMEOUT`] (agnhost uses 1 s; the defect fails at any timeout, as every SYN-ACK is
+/// dropped), from `bind` if given, waiting for the server's close, then an abortive close (RST), so no
+/// TIME_WAIT keeps the client's few ports from being reused.
 fn connect_once(bind: Option<SocketAddrV4>, to: SocketAddrV4) -> bool {
     let connected = match bind {
-        None => TcpStream::connect_timeout(&to.into(), Duration::from_secs(1)),
+        None => TcpStream::connect_timeout(&to.into(), TIMEOUT),
         Some(from) => bound_connect(from, to),
     };
     let Ok(mut conn) = connected else {
         return false;
     };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_read_timeout(Some(TIMEOUT));
     let mut buf = [0u8; 1];
     let closed = matches!(conn.read(&mut buf), Ok(0));
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
@@ -144,6 +149,6 @@ fn bound_connect(from: SocketAddrV4, to: SocketAddrV4) -> std::io::Result<TcpStr
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&from.into())?;
-    socket.connect_timeout(&to.into(), Duration::from_secs(1))?;
+    socket.connect_timeout(&to.into(), TIMEOUT)?;
     Ok(socket.into())
 }
