@@ -133,7 +133,7 @@ impl Agent for AgentService {
             tracing::warn!(
                 pod = %format!("{}/{}", ep.pod.namespace, ep.pod.name),
                 ip = %ep.ip,
-                "the pod is not in the stores yet: its traffic is denied both ways until it is"
+                "the pod is not in the stores yet: until it is, it is isolated both ways if its namespace has NetworkPolicies"
             );
         }
         let gw = novanet_common::GATEWAY_V4;

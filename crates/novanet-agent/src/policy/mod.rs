@@ -12,7 +12,8 @@
 //!   could not all be written (a full map): missing entries deny; the error is reported in `status`.
 //! - A local endpoint's ipcache entry is written before its CNI ADD returns and removed (with its policy
 //!   entries) before its DEL returns. Until a compile judges it (its Pod is in the stores), it is
-//!   isolated both ways; the ADD waits (bounded) for that compile, so a pod's first packet already meets
+//!   isolated both ways unless its namespace has no policies ([`unknown_pod_isolation`]); while the Pod
+//!   source is healthy the ADD waits (bounded) for that compile, so a pod's first packet already meets
 //!   its policy.
 
 pub mod datapath;
@@ -57,6 +58,9 @@ pub struct AddressBook<'a> {
     pub local: &'a BTreeSet<Ipv4Addr>,
     /// Isolation flags of local endpoints, from the compiled policy.
     pub isolation: &'a BTreeMap<Ipv4Addr, u32>,
+    /// Isolation flags of local endpoints whose Pod the stores do not know (no labels, no identity yet):
+    /// see [`unknown_pod_isolation`]. Absent means isolated both ways.
+    pub unknown: &'a BTreeMap<Ipv4Addr, u32>,
     pub own_node_ips: &'a [Ipv4Addr],
     pub other_node_ips: &'a [Ipv4Addr],
     pub service_ips: &'a [Ipv4Addr],
@@ -79,10 +83,8 @@ pub fn desired_ipcache(book: &AddressBook<'_>) -> BTreeMap<Ipv4Addr, IpcacheValu
         out.insert(*ip, IpcacheValue { identity: *identity, flags: 0 });
     }
     for ip in book.local {
-        // A local endpoint whose pod the stores do not know yet (or whose identity could not be numbered)
-        // cannot be judged: it stays isolated both ways until it can (fail closed).
         let (identity, isolation) = match (book.pods.get(ip), book.isolation.get(ip)) {
-            (None, _) => (IDENTITY_UNMANAGED, BOTH_ISOLATED),
+            (None, _) => (IDENTITY_UNMANAGED, book.unknown.get(ip).copied().unwrap_or(BOTH_ISOLATED)),
             (Some(identity), Some(flags)) => (*identity, *flags),
             (Some(identity), None) if book.default_deny => (*identity, BOTH_ISOLATED),
             (Some(identity), None) => (*identity, 0),
@@ -90,6 +92,15 @@ pub fn desired_ipcache(book: &AddressBook<'_>) -> BTreeMap<Ipv4Addr, IpcacheValu
         out.insert(*ip, IpcacheValue { identity, flags: IpcacheValue::FLAG_LOCAL | isolation });
     }
     out
+}
+
+/// The isolation of a local endpoint whose Pod the stores do not know yet (the watch lags behind the
+/// ADD, or the apiserver is away), in `namespace`: a NetworkPolicy selects only pods of its own
+/// namespace, so a pod in a namespace without policies is not isolated whatever its labels; anywhere
+/// else (or under default deny) it might be, so it is isolated both ways until its labels are known. Its identity stays `IDENTITY_UNMANAGED` meanwhile, which no
+/// other pod's allow names.
+pub fn unknown_pod_isolation(namespace_has_policies: bool, default_deny: bool) -> u32 {
+    if namespace_has_policies || default_deny { BOTH_ISOLATED } else { 0 }
 }
 
 pub struct PolicyEngine<P: PolicyDatapath> {

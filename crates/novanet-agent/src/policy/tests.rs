@@ -35,10 +35,12 @@ fn ipcache_marks_local_endpoints_nodes_and_services() {
     let own = [Ipv4Addr::new(172, 30, 0, 10)];
     let others = [Ipv4Addr::new(172, 30, 0, 11)];
     let services = [Ipv4Addr::new(10, 96, 0, 10)];
+    let unknown = BTreeMap::new();
     let book = |default_deny| AddressBook {
         pods: &pods,
         local: &local,
         isolation: &isolation,
+        unknown: &unknown,
         own_node_ips: &own,
         other_node_ips: &others,
         service_ips: &services,
@@ -52,6 +54,11 @@ fn ipcache_marks_local_endpoints_nodes_and_services() {
         IpcacheValue { identity: IDENTITY_UNMANAGED, flags: IpcacheValue::FLAG_LOCAL | BOTH_ISOLATED },
         "no Pod object yet: not judged, so isolated (fail closed)"
     );
+    let open_namespace = BTreeMap::from([(ip(4), unknown_pod_isolation(false, false))]);
+    let cache = desired_ipcache(&AddressBook { unknown: &open_namespace, ..book(false) });
+    assert_eq!(cache[&ip(4)].flags, IpcacheValue::FLAG_LOCAL, "no Pod object, in a namespace without policies: open");
+    assert_eq!(unknown_pod_isolation(true, false), BOTH_ISOLATED, "its namespace has policies: isolated");
+    assert_eq!(unknown_pod_isolation(false, true), BOTH_ISOLATED, "default deny: isolated");
     assert_eq!(cache[&Ipv4Addr::new(10, 244, 2, 2)], IpcacheValue { identity: WEB, flags: 0 }, "remote pods: no flags");
     assert_eq!(cache[&own[0]].identity, IDENTITY_HOST);
     assert_eq!(cache[&Ipv4Addr::from(GATEWAY_V4)].identity, IDENTITY_HOST);

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use novanet_k8s::{ClusterObjects, IdentityApi};
+use novanet_k8s::{ClusterObjects, IdentityApi, KindState, ObjectKind};
 use novanet_model::identity::IdentityLabels;
 use novanet_model::policy::{Compiled, PodView, PolicyInput};
 use novanet_model::Endpoint;
@@ -23,7 +23,7 @@ use crate::config::AgentConfig;
 use crate::endpoint_manager::{EndpointManager, EndpointObserver};
 use crate::policy::identities::Allocator;
 use crate::policy::snapshot::{PodEntry, Snapshot, identity_labels, namespace_labels_of};
-use crate::policy::{AddressBook, Desired, PolicyDatapath, PolicyEngine, desired_ipcache};
+use crate::policy::{AddressBook, Desired, PolicyDatapath, PolicyEngine, desired_ipcache, unknown_pod_isolation};
 
 /// Changes closer together than this are compiled once.
 const DEBOUNCE: Duration = Duration::from_millis(5);
@@ -342,10 +342,21 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         snapshot.nodes.get(&shared.node).cloned().unwrap_or_default().into_iter().chain(shared.underlay_ip).collect();
     let others: Vec<Ipv4Addr> =
         snapshot.nodes.iter().filter(|(n, _)| **n != shared.node).flat_map(|(_, ips)| ips.iter().copied()).collect();
+    let unknown: BTreeMap<Ipv4Addr, u32> = local_eps
+        .iter()
+        .filter(|e| !pod_ips.contains_key(&e.ip))
+        .map(|e| {
+            let has_policies = snapshot.policies.iter().any(|p| {
+                p.metadata.namespace.as_deref().unwrap_or("default") == e.pod.namespace.as_str()
+            });
+            (e.ip, unknown_pod_isolation(has_policies, shared.default_deny))
+        })
+        .collect();
     let ipcache = desired_ipcache(&AddressBook {
         pods: &pod_ips,
         local: &local_ips,
         isolation: &lowered.isolation,
+        unknown: &unknown,
         own_node_ips: &own,
         other_node_ips: &others,
         service_ips: &snapshot.service_ips,
@@ -355,8 +366,13 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         let mut engine = shared.engine.lock().unwrap_or_else(PoisonError::into_inner);
         engine.apply(&Desired { ipcache, entries: lowered })
     };
-    let judged: Judged =
-        local_eps.iter().filter(|e| pod_ips.contains_key(&e.ip)).map(|e| (e.ip, e.attachment.container_id.clone())).collect();
+    // A CNI ADD waits for its pod's labels only while the Pod source can deliver them.
+    let pods_healthy = shared.objects.health(ObjectKind::Pod).state(std::time::SystemTime::now()) == KindState::Healthy;
+    let judged: Judged = local_eps
+        .iter()
+        .filter(|e| !pods_healthy || pod_ips.contains_key(&e.ip))
+        .map(|e| (e.ip, e.attachment.container_id.clone()))
+        .collect();
     shared.judged.send_if_modified(|j| {
         let changed = **j != judged;
         if changed {
