@@ -262,12 +262,13 @@ async fn compile_loop(shared: Arc<Shared>, allocator: Arc<tokio::sync::Mutex<All
             }
         }
         tracing::debug!(took = ?started.elapsed(), "policy compiled");
+        // Store changes come in bursts (a relist, a rollout): coalesced. An endpoint change is compiled at
+        // once: its CNI ADD waits for it.
         tokio::select! {
-            _ = generation.changed() => {}
+            _ = generation.changed() => tokio::time::sleep(DEBOUNCE).await,
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(RESYNC) => {}
         }
-        tokio::time::sleep(DEBOUNCE).await;
     }
 }
 
