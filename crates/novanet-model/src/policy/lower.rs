@@ -13,7 +13,7 @@
 //!   numbered from 0 in prefix order.
 //! - Isolation: `IpcacheValue::FLAG_*_ISOLATED` bits of every compiled endpoint (0 when not isolated).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -132,12 +132,13 @@ pub fn lower(compiled: &Compiled) -> MapEntries {
 
 fn lower_direction(out: &mut MapEntries, ip: Ipv4Addr, direction: Direction, policy: &DirectionPolicy) {
     let mut blocks: Vec<(Ipv4Net, &[Ipv4Net], &Allow)> = Vec::new();
+    // Policies overlap a lot (the same identity and ports allowed by many rules): each (peer, ports) is
+    // lowered once, with its smallest rule.
+    let mut peers: Vec<(u32, Ports, u32)> = Vec::with_capacity(policy.allows.len());
     for allow in &policy.allows {
         match &allow.peer {
-            Peer::Any => insert_ports(&mut out.policy, ip, direction, PEER_ANY, allow.ports, allow.rule),
-            Peer::Identity { identity } => {
-                insert_ports(&mut out.policy, ip, direction, *identity, allow.ports, allow.rule)
-            }
+            Peer::Any => peers.push((PEER_ANY, allow.ports, allow.rule)),
+            Peer::Identity { identity } => peers.push((*identity, allow.ports, allow.rule)),
             peer => {
                 if let Some((cidr, except)) = block(peer) {
                     blocks.push((cidr, except, allow));
@@ -145,19 +146,32 @@ fn lower_direction(out: &mut MapEntries, ip: Ipv4Addr, direction: Direction, pol
             }
         }
     }
+    peers.sort_unstable();
+    peers.dedup_by_key(|(peer, ports, _)| (*peer, *ports));
+    for (peer, ports, rule) in peers {
+        insert_ports(&mut out.policy, ip, direction, peer, ports, rule);
+    }
     if blocks.is_empty() {
         return;
     }
     let prefixes: BTreeSet<Ipv4Net> =
         blocks.iter().flat_map(|(c, e, _)| std::iter::once(*c).chain(e.iter().copied())).collect();
+    // The blocks whose cidr contains a prefix are those whose cidr is one of its (at most 33) supernets:
+    // found by lookup, not by a walk of every block (egress named ports give one /32 block per pod).
+    let mut by_cidr: HashMap<Ipv4Net, Vec<usize>> = HashMap::new();
+    for (i, (cidr, _, _)) in blocks.iter().enumerate() {
+        by_cidr.entry(cidr.trunc()).or_default().push(i);
+    }
     let mut classes: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
     for prefix in prefixes {
-        let members: Vec<usize> = blocks
-            .iter()
-            .enumerate()
-            .filter(|(_, (cidr, except, _))| cidr.contains(&prefix) && !except.iter().any(|e| e.contains(&prefix)))
-            .map(|(i, _)| i)
+        let mut members: Vec<usize> = (0..=prefix.prefix_len())
+            .filter_map(|len| Ipv4Net::new(prefix.network(), len).ok().map(|n| n.trunc()))
+            .filter_map(|supernet| by_cidr.get(&supernet))
+            .flatten()
+            .copied()
+            .filter(|i| !blocks[*i].1.iter().any(|e| e.contains(&prefix)))
             .collect();
+        members.sort_unstable();
         let next = classes.len() as u32;
         let class = match classes.get(&members) {
             Some(class) => *class,
