@@ -257,7 +257,9 @@ fn idle_flows_expire_in_the_datapath_and_in_the_sweep() {
         _pad: [0; 3],
     };
     let now = monotonic_now_ns();
-    let stale_udp = now - NatFlowSeen::UDP_IDLE_NS - 1_000_000_000;
+    let stale_udp = now
+        .checked_sub(NatFlowSeen::UDP_IDLE_NS + 1_000_000_000)
+        .expect("the monotonic clock must be past the UDP idle time (300 s): a freshly booted machine is not");
     map.insert(&key(1000, 17), &NatFlowSeen { last_seen_ns: stale_udp }).unwrap();
     map.insert(&key(1001, 17), &NatFlowSeen { last_seen_ns: now }).unwrap();
     // As old as the stale UDP flow, but TCP flows may idle much longer.
