@@ -124,13 +124,8 @@ fn apply(policy: &ParsedPolicy, pod: &PodView, direction: Direction, out: &mut D
     out.selected_by.push(policy.id.clone());
     for rule in rules {
         for peer in &rule.peers {
-            let peers = peers_of(peer);
             match &rule.ports {
-                None => {
-                    for p in &peers {
-                        out.allows.push(Allow { peer: p.clone(), ports: Ports::All, rule: peer.rule });
-                    }
-                }
+                None => push_allows(peer, Ports::All, out),
                 Some(ports) => {
                     for port in ports {
                         let ports = match port {
@@ -147,9 +142,7 @@ fn apply(policy: &ParsedPolicy, pod: &PodView, direction: Direction, out: &mut D
                                 Ports::Range { protocol: *protocol, first: n, last: n }
                             }
                         };
-                        for p in &peers {
-                            out.allows.push(Allow { peer: p.clone(), ports, rule: peer.rule });
-                        }
+                        push_allows(peer, ports, out);
                     }
                 }
             }
@@ -157,11 +150,17 @@ fn apply(policy: &ParsedPolicy, pod: &PodView, direction: Direction, out: &mut D
     }
 }
 
-fn peers_of(peer: &ParsedPeer) -> Vec<Peer> {
+/// One [`Allow`] of `ports` per peer `peer` stands for (every identity it resolved to, or its block).
+fn push_allows(peer: &ParsedPeer, ports: Ports, out: &mut DirectionPolicy) {
+    let rule = peer.rule;
     match &peer.kind {
-        PeerKind::Any => vec![Peer::Any],
-        PeerKind::Identities(ids) => ids.iter().map(|id| Peer::Identity { identity: *id }).collect(),
-        PeerKind::Cidr { cidr, except } => vec![Peer::Cidr { cidr: *cidr, except: except.clone() }],
+        PeerKind::Any => out.allows.push(Allow { peer: Peer::Any, ports, rule }),
+        PeerKind::Identities(ids) => {
+            out.allows.extend(ids.iter().map(|id| Allow { peer: Peer::Identity { identity: *id }, ports, rule }))
+        }
+        PeerKind::Cidr { cidr, except } => {
+            out.allows.push(Allow { peer: Peer::Cidr { cidr: *cidr, except: except.clone() }, ports, rule })
+        }
     }
 }
 
