@@ -88,6 +88,8 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
     });
     let node = lab.node("n1").unwrap().clone();
     let mut during = sandbox("during-outage", "n1", format!("{}-outage", lab.state.prefix));
+    // The sandbox is not in the lab's state: its namespace goes even when an assertion below fails.
+    let _cleanup = SandboxNetns(during.netns.clone());
     // CNI ADD during the outage (the runtime has the pod; the API is away): wired and reachable.
     novanet_lab::pod::add(&node, &mut during).unwrap();
     assert!(ping(lab.pod_command("a", "ping").unwrap(), during.ip.unwrap()));
@@ -133,4 +135,15 @@ fn agent_follows_the_genuine_apiserver_and_survives_its_outage() {
         novanet_lab::node::agent_status(&socket).map(|s| s.endpoints == 1).unwrap_or(false)
     });
     assert_eq!(endpoint_map_entries(&lab, "n1"), 1);
+}
+
+/// Deletes a sandbox's network namespace on drop (already gone after a clean removal: nothing to do).
+struct SandboxNetns(String);
+
+impl Drop for SandboxNetns {
+    fn drop(&mut self) {
+        if std::path::Path::new("/run/netns").join(&self.0).exists() {
+            let _ = novanet_lab::netns::NetNs::delete(&self.0);
+        }
+    }
 }
