@@ -343,13 +343,13 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         snapshot.nodes.get(&shared.node).cloned().unwrap_or_default().into_iter().chain(shared.underlay_ip).collect();
     let others: Vec<Ipv4Addr> =
         snapshot.nodes.iter().filter(|(n, _)| **n != shared.node).flat_map(|(_, ips)| ips.iter().copied()).collect();
+    let policy_namespaces: BTreeSet<&str> =
+        snapshot.policies.iter().map(|p| p.metadata.namespace.as_deref().unwrap_or("default")).collect();
     let unknown: BTreeMap<Ipv4Addr, u32> = local_eps
         .iter()
         .filter(|e| !pod_ips.contains_key(&e.ip))
         .map(|e| {
-            let has_policies = snapshot.policies.iter().any(|p| {
-                p.metadata.namespace.as_deref().unwrap_or("default") == e.pod.namespace.as_str()
-            });
+            let has_policies = policy_namespaces.contains(e.pod.namespace.as_str());
             (e.ip, unknown_pod_isolation(has_policies, shared.default_deny))
         })
         .collect();

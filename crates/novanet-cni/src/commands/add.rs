@@ -46,14 +46,7 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
         let pod = pod_netlink(&netns)?;
 
         // A DEL just before this ADD may have left the old veth to the agent's deletion: give it time.
-        wait_until_gone(&pod, &env.ifname).await?;
-        wait_until_gone(&host, &host_ifname).await?;
-        if pod
-            .link_by_name(&env.ifname)
-            .await
-            .map_err(netlink_failed)?
-            .is_some()
-        {
+        if still_exists(&pod, &env.ifname).await? {
             return Err(CniError::new(
                 ErrorCode::InterfaceExists,
                 format!(
@@ -63,12 +56,7 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
                 ),
             ));
         }
-        if host
-            .link_by_name(&host_ifname)
-            .await
-            .map_err(netlink_failed)?
-            .is_some()
-        {
+        if still_exists(&host, &host_ifname).await? {
             return Err(CniError::new(
                 ErrorCode::InterfaceExists,
                 format!("host interface {host_ifname} for this attachment already exists"),
@@ -106,16 +94,17 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
 /// How long ADD waits for an interface of its name that a DEL handed to the agent's deletion.
 const PENDING_DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Returns once no interface `name` exists, or after [`PENDING_DELETE_WAIT`] (the caller then refuses).
-async fn wait_until_gone(netlink: &Netlink, name: &str) -> Result<(), CniError> {
+/// Whether an interface `name` still exists after waiting up to [`PENDING_DELETE_WAIT`] for it to go
+/// (one lookup when there is none, the common case).
+async fn still_exists(netlink: &Netlink, name: &str) -> Result<bool, CniError> {
     let deadline = tokio::time::Instant::now() + PENDING_DELETE_WAIT;
     while netlink.link_by_name(name).await.map_err(netlink_failed)?.is_some() {
         if tokio::time::Instant::now() >= deadline {
-            break;
+            return Ok(true);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Everything after the veth exists, with what rollback needs to know.

@@ -42,10 +42,12 @@ pub async fn del(env: &AttachmentEnv, conf: &NetConf) -> Result<(), CniError> {
             Err(e) => warn!(error = %e, "agent DelEndpoint failed; deleting the veth anyway"),
         }
 
-        let host = host_netlink()?;
-        for name in &names {
-            if delete_host_veth(&host, name).await? {
-                info!(ifname = %name, "veth deleted");
+        if !names.is_empty() {
+            let host = host_netlink()?;
+            for name in &names {
+                if delete_host_veth(&host, name).await? {
+                    info!(ifname = %name, "veth deleted");
+                }
             }
         }
         agent_answer.map(|_| ())
