@@ -2,7 +2,7 @@
 //!
 //! Order: vet the netns -> refuse existing names (after waiting a moment for interfaces an earlier DEL
 //! left to the agent's deletion) -> create the veth (pod end straight into the pod's
-//! namespace) -> both ends up -> AddEndpoint (agent allocates the address, attaches eBPF) -> pod
+//! namespace; the agent connection is made meanwhile) -> both ends up -> AddEndpoint (agent allocates the address, attaches eBPF) -> pod
 //! address, gateway route, default route, permanent gateway neighbour -> node route to the pod.
 //! Once the veth exists, a failure deletes it (which removes the pod end too) and, once the agent was
 //! asked, releases the endpoint: a failed ADD leaves nothing behind.
@@ -45,28 +45,12 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
         let host = host_netlink()?;
         let pod = pod_netlink(&netns)?;
 
-        // A DEL just before this ADD may have left the old veth to the agent's deletion: give it time.
-        if still_exists(&pod, &env.ifname).await? {
-            return Err(CniError::new(
-                ErrorCode::InterfaceExists,
-                format!(
-                    "interface {} already exists in {}",
-                    env.ifname,
-                    netns_path.display()
-                ),
-            ));
-        }
-        if still_exists(&host, &host_ifname).await? {
-            return Err(CniError::new(
-                ErrorCode::InterfaceExists,
-                format!("host interface {host_ifname} for this attachment already exists"),
-            )
-            .with_details("a previous ADD was not cleaned up; DEL the attachment first"));
-        }
-        host.create_veth(&host_ifname, &env.ifname, &netns, conf.mtu)
-            .await
-            .map_err(netlink_failed)?;
-        info!("veth created");
+        // The agent's connection is made while the veth is (both wait on the kernel or the agent).
+        let (veth, agent) = tokio::join!(
+            make_veth(env, conf, &netns, &host, &pod, &host_ifname),
+            Agent::connect(&conf.agent_socket, conf.agent_timeout),
+        );
+        veth?;
 
         let mut wiring = Wiring {
             env,
@@ -75,6 +59,7 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
             host: &host,
             pod: &pod,
             host_ifname: &host_ifname,
+            connected: Some(agent),
             agent: None,
             agent_asked: false,
         };
@@ -89,6 +74,41 @@ pub async fn add(env: &AttachmentEnv, conf: &NetConf) -> Result<Value, CniError>
     }
     .instrument(span)
     .await
+}
+
+/// Refuses names still in use (after waiting for a pending delete), then creates the veth pair with its
+/// pod end in the pod's namespace. Nothing exists to roll back when this fails.
+async fn make_veth(
+    env: &AttachmentEnv,
+    conf: &NetConf,
+    netns: &Netns,
+    host: &Netlink,
+    pod: &Netlink,
+    host_ifname: &str,
+) -> Result<(), CniError> {
+    // A DEL just before this ADD may have left the old veth to the agent's deletion: give it time.
+    if still_exists(pod, &env.ifname).await? {
+        return Err(CniError::new(
+            ErrorCode::InterfaceExists,
+            format!(
+                "interface {} already exists in {}",
+                env.ifname,
+                netns.path().display()
+            ),
+        ));
+    }
+    if still_exists(host, host_ifname).await? {
+        return Err(CniError::new(
+            ErrorCode::InterfaceExists,
+            format!("host interface {host_ifname} for this attachment already exists"),
+        )
+        .with_details("a previous ADD was not cleaned up; DEL the attachment first"));
+    }
+    host.create_veth(host_ifname, &env.ifname, netns, conf.mtu)
+        .await
+        .map_err(netlink_failed)?;
+    info!("veth created");
+    Ok(())
 }
 
 /// How long ADD waits for an interface of its name that a DEL handed to the agent's deletion.
@@ -115,6 +135,8 @@ struct Wiring<'a> {
     host: &'a Netlink,
     pod: &'a Netlink,
     host_ifname: &'a str,
+    /// The connection made beside the veth, taken by [`Wiring::run`].
+    connected: Option<Result<Agent, CniError>>,
     agent: Option<Agent>,
     /// AddEndpoint was sent (even if it failed: it may have allocated before timing out).
     agent_asked: bool,
@@ -144,9 +166,11 @@ impl Wiring<'_> {
             .await
             .map_err(netlink_failed)?;
 
-        let agent = self
-            .agent
-            .insert(Agent::connect(&self.conf.agent_socket, self.conf.agent_timeout).await?);
+        let connected = match self.connected.take() {
+            Some(connected) => connected,
+            None => Agent::connect(&self.conf.agent_socket, self.conf.agent_timeout).await,
+        };
+        let agent = self.agent.insert(connected?);
         self.agent_asked = true;
         let resp = agent
             .add_endpoint(AddEndpointRequest {
