@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use novanet_lab::netns::NetNs;
-use novanet_model::policy::{compile, lower};
+use novanet_model::policy::Incremental;
 use serde::Serialize;
 
 use crate::child::check_interrupted;
-use crate::policy_model::{Desired, LAST_NAMESPACE, Model, NAMESPACE, PROBE_PORT};
+use crate::policy_model::{LAST_NAMESPACE, Model, NAMESPACE, PROBE_PORT};
 use crate::policy_writer::Writer;
 use crate::stats::percentile;
 use crate::veth_pair::Endpoints;
@@ -46,8 +46,10 @@ const LAST_PORT: u16 = 60_000;
 pub struct ChangeSample {
     /// The change allowed the probe (added the policy) or denied it (removed it).
     pub allow: bool,
+    /// `Incremental::update`: parse, compile and lower of what the change can affect.
     pub compile_ms: f64,
-    pub lower_ms: f64,
+    pub policies_parsed: usize,
+    pub endpoints_compiled: usize,
     pub diff_ms: f64,
     pub write_ms: f64,
     pub operations: usize,
@@ -103,7 +105,10 @@ pub fn measure(writer: &mut Writer, ep: &Endpoints, client_ip: Ipv4Addr, s: &Sca
         let mut model = Model::scale(namespace, client_ip, ep.server_ip, &sim, s.policies, false)?;
         let local = model.local();
         let initial = Instant::now();
-        writer.apply(&model.desired(&local))?;
+        // The agent keeps its compiler between compiles: the first update compiles everything.
+        let mut compiler = Incremental::new();
+        compiler.update(&model.input(), &local);
+        writer.apply_entries(&model.ipcache(&local, compiler.entries()), compiler.entries())?;
         writer.set_enforce(true)?;
         sizes = writer.sizes();
         counts = (model.pod_count(), model.policy_count() + 1);
@@ -122,15 +127,16 @@ pub fn measure(writer: &mut Writer, ep: &Endpoints, client_ip: Ipv4Addr, s: &Sca
         for i in 0..s.changes {
             check_interrupted()?;
             let allow = i % 2 == 0;
-            let sample = one_change(writer, &mut model, &local, &probe, allow)?;
+            let sample = one_change(writer, &mut compiler, &mut model, &local, &probe, allow)?;
             eprintln!(
-                "  change {}/{} ({}): compile {:.1} ms, lower {:.1} ms, diff {:.2} ms, write {:.2} ms ({} ops); \
-                 enforced {} ms after the change (after {:.2} ms), {} probes",
+                "  change {}/{} ({}): compile {:.1} ms ({} policies parsed, {} endpoints compiled), \
+                 diff {:.2} ms, write {:.2} ms ({} ops); enforced {} ms after the change (after {:.2} ms), {} probes",
                 i + 1,
                 s.changes,
                 if allow { "allow" } else { "deny" },
                 sample.compile_ms,
-                sample.lower_ms,
+                sample.policies_parsed,
+                sample.endpoints_compiled,
                 sample.diff_ms,
                 sample.write_ms,
                 sample.operations,
@@ -141,7 +147,7 @@ pub fn measure(writer: &mut Writer, ep: &Endpoints, client_ip: Ipv4Addr, s: &Sca
             samples.push(sample);
         }
         let enforced: Vec<f64> = samples.iter().filter_map(|s| s.to_enforcement_ms).collect();
-        let pipeline: Vec<f64> = samples.iter().map(|s| s.compile_ms + s.lower_ms + s.diff_ms + s.write_ms).collect();
+        let pipeline: Vec<f64> = samples.iter().map(|s| s.compile_ms + s.diff_ms + s.write_ms).collect();
         // A change never seen enforced makes the percentiles meaningless: they are absent then.
         let all_seen = enforced.len() == samples.len();
         series.push(Series {
@@ -170,6 +176,7 @@ fn ms(d: Duration) -> f64 {
 
 fn one_change(
     writer: &mut Writer,
+    compiler: &mut Incremental,
     model: &mut Model,
     local: &[Ipv4Addr],
     probe: &Probe,
@@ -180,12 +187,10 @@ fn one_change(
     std::thread::sleep(BEFORE_CHANGE);
     let t0 = Instant::now();
     model.set_probe(allow)?;
-    let compiled = compile(&model.input(), local);
+    let stats = compiler.update(&model.input(), local);
     let t_compiled = Instant::now();
-    let entries = lower(&compiled);
-    let t_lowered = Instant::now();
-    let desired = Desired { ipcache: model.ipcache(local, &entries), entries };
-    let written = writer.apply(&desired)?;
+    let ipcache = model.ipcache(local, compiler.entries());
+    let written = writer.apply_entries(&ipcache, compiler.entries())?;
     std::thread::sleep(AFTER_WRITE);
     probe.active.store(false, Ordering::SeqCst);
     std::thread::sleep(AFTER_WRITE); // the last probes arrive
@@ -194,7 +199,8 @@ fn one_change(
     Ok(ChangeSample {
         allow,
         compile_ms: ms(t_compiled - t0),
-        lower_ms: ms(t_lowered - t_compiled),
+        policies_parsed: stats.policies_parsed,
+        endpoints_compiled: stats.endpoints_compiled,
         diff_ms: ms(written.diff),
         write_ms: ms(written.write),
         operations: written.operations,

@@ -8,6 +8,7 @@
 //! the writer turns enforcement off first and then removes every entry it wrote, so the rest of the
 //! bench (and the CNI latency part) runs on the datapath exactly as the agent left it.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ use novanet_dataplane::{
     EndpointVerdicts, LpmHandle, MapHandle, PolicyMaps, PolicySwitch, endpoint_verdicts, remove_endpoint_verdicts,
 };
 use serde::Serialize;
+
+use novanet_model::policy::MapEntries;
 
 use crate::policy_model::Desired;
 
@@ -59,11 +62,19 @@ impl Writer {
 
     /// Writes what differs between the last applied state and `desired`, then bumps the revision.
     pub fn apply(&mut self, desired: &Desired) -> anyhow::Result<Written> {
+        self.apply_entries(&desired.ipcache, &desired.entries)
+    }
+
+    /// [`Writer::apply`] of a desired state given by parts (the agent's `PolicyEngine::apply_entries`).
+    pub fn apply_entries(
+        &mut self,
+        ipcache: &BTreeMap<Ipv4Addr, IpcacheValue>,
+        entries: &MapEntries,
+    ) -> anyhow::Result<Written> {
         let start = Instant::now();
-        let diff = novanet_model::policy::diff(&self.applied.entries, &desired.entries);
+        let diff = novanet_model::policy::diff(&self.applied.entries, entries);
         let applied = &mut self.applied;
-        let changed: Vec<(Ipv4Addr, IpcacheValue)> = desired
-            .ipcache
+        let changed: Vec<(Ipv4Addr, IpcacheValue)> = ipcache
             .iter()
             .filter(|(ip, v)| applied.ipcache.get(ip) != Some(v))
             .map(|(i, v)| (*i, *v))
@@ -110,13 +121,13 @@ impl Writer {
             }
         }
         let gone: Vec<Ipv4Addr> =
-            applied.ipcache.keys().filter(|ip| !desired.ipcache.contains_key(ip)).copied().collect();
+            applied.ipcache.keys().filter(|ip| !ipcache.contains_key(ip)).copied().collect();
         for ip in gone {
             m.ipcache.remove(&key(ip)).context("removing an ipcache entry")?;
             applied.ipcache.remove(&ip);
             ops += 1;
         }
-        applied.entries.isolation = desired.entries.isolation.clone();
+        applied.entries.isolation = entries.isolation.clone();
         self.config.revision = self.config.revision.wrapping_add(1);
         self.maps.config.set(&self.config).context("writing the policy switch")?;
         Ok(Written { operations: ops, diff: diffed - start, write: diffed.elapsed() })

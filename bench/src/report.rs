@@ -267,9 +267,11 @@ fn policy_latency(o: &mut String, l: &PolicyLatency) {
         );
         let _ = writeln!(
             o,
-            "    medians (ms): compile {}  lower {}  diff {}  write {} ({} map ops); sum p50 {}",
+            "    medians (ms): compile {} ({} policies parsed, {} endpoints compiled)  diff {}  write {} ({} map ops); \
+             sum p50 {}",
             part(|c| c.compile_ms),
-            part(|c| c.lower_ms),
+            part(|c| c.policies_parsed as f64),
+            part(|c| c.endpoints_compiled as f64),
             part(|c| c.diff_ms),
             part(|c| c.write_ms),
             fmt_opt(ops, 0),

@@ -119,16 +119,22 @@ impl<P: PolicyDatapath> PolicyEngine<P> {
         &self.maps
     }
 
-    /// Writes what differs between the applied state and `desired` in the order of
+    /// [`PolicyEngine::apply_entries`] of a whole [`Desired`].
+    #[cfg(test)]
+    pub fn apply(&mut self, desired: &Desired) -> ApplyReport {
+        self.apply_entries(&desired.ipcache, &desired.entries)
+    }
+
+    /// Writes what differs between the applied state and the desired one (`ipcache`, `entries`) in the order of
     /// `novanet_model::policy::diff` (isolation relaxed first, allows replaced, isolation set last, so a
     /// packet never sees an allow neither state has), then turns enforcement on (the first time) and
     /// bumps the revision.
-    pub fn apply(&mut self, desired: &Desired) -> ApplyReport {
+    pub fn apply_entries(&mut self, ipcache: &BTreeMap<Ipv4Addr, IpcacheValue>, entries: &MapEntries) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let diff = novanet_model::policy::diff(&self.applied.entries, &desired.entries);
+        let diff = novanet_model::policy::diff(&self.applied.entries, entries);
         let (ipc_up, ipc_rm) = (
-            novanet_model::policy::upserts(&self.applied.ipcache, &desired.ipcache),
-            novanet_model::policy::removals(&self.applied.ipcache, &desired.ipcache),
+            novanet_model::policy::upserts(&self.applied.ipcache, ipcache),
+            novanet_model::policy::removals(&self.applied.ipcache, ipcache),
         );
         let mut errors = Vec::new();
         let mut ok = |what: &str, r: Result<(), novanet_dataplane::DataplaneError>| match r {
@@ -180,7 +186,7 @@ impl<P: PolicyDatapath> PolicyEngine<P> {
                 applied.ipcache.remove(ip);
             }
         }
-        applied.entries.isolation = desired.entries.isolation.clone();
+        applied.entries.isolation = entries.isolation.clone();
         report.upserts = diff.cidr_upserts.len() + diff.policy_upserts.len() + ipc_up.len();
         report.removals = diff.policy_removals.len() + diff.cidr_removals.len() + ipc_rm.len();
         report.errors = errors;

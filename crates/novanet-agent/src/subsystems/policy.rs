@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use novanet_k8s::{ClusterObjects, IdentityApi, KindState, ObjectKind};
 use novanet_model::identity::IdentityLabels;
-use novanet_model::policy::{Compiled, PodView, PolicyInput};
+use novanet_model::policy::{Compiled, Incremental, PodView, PolicyInput};
 use novanet_model::Endpoint;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -23,7 +23,7 @@ use crate::config::AgentConfig;
 use crate::endpoint_manager::{EndpointManager, EndpointObserver};
 use crate::policy::identities::Allocator;
 use crate::policy::snapshot::{PodEntry, Snapshot, identity_labels, namespace_labels_of};
-use crate::policy::{AddressBook, Desired, PolicyDatapath, PolicyEngine, desired_ipcache, unknown_pod_isolation};
+use crate::policy::{AddressBook, PolicyDatapath, PolicyEngine, desired_ipcache, unknown_pod_isolation};
 
 /// Changes closer together than this are compiled once.
 const DEBOUNCE: Duration = Duration::from_millis(5);
@@ -67,6 +67,8 @@ impl View {
 /// State shared by the compile loop, the endpoint hook and the API.
 pub struct Shared {
     engine: Mutex<Engine>,
+    /// The compiler kept between compiles: a change redoes only what it can affect.
+    compiler: Mutex<Incremental>,
     objects: ClusterObjects,
     manager: Arc<Mutex<EndpointManager>>,
     /// Numbers of the label sets seen so far (the endpoint hook cannot wait for a claim).
@@ -209,6 +211,7 @@ pub fn start(
         judged: tokio::sync::watch::Sender::new(Arc::new(Judged::new())),
         ct_entries: std::sync::atomic::AtomicUsize::new(0),
         last_notices: Mutex::new(Vec::new()),
+        compiler: Mutex::new(Incremental::new()),
         wake: Notify::new(),
         default_deny: cfg.default_deny,
         node: node.to_string(),
@@ -336,8 +339,10 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         identities: &identities,
         default_deny: shared.default_deny,
     };
-    let compiled = novanet_model::policy::compile(&input, &local);
-    let lowered = novanet_model::policy::lower(&compiled);
+    let mut compiler = shared.compiler.lock().unwrap_or_else(PoisonError::into_inner);
+    let stats = compiler.update(&input, &local);
+    let compiled = compiler.compiled();
+    let lowered = compiler.entries();
     let pod_ips: BTreeMap<Ipv4Addr, u32> = pods.iter().map(|p| (p.ip, p.identity)).collect();
     let own: Vec<Ipv4Addr> =
         snapshot.nodes.get(&shared.node).cloned().unwrap_or_default().into_iter().chain(shared.underlay_ip).collect();
@@ -365,8 +370,9 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
     });
     let report = {
         let mut engine = shared.engine.lock().unwrap_or_else(PoisonError::into_inner);
-        engine.apply(&Desired { ipcache, entries: lowered })
+        engine.apply_entries(&ipcache, lowered)
     };
+    drop(compiler);
     // A CNI ADD waits for its pod's labels only while the Pod source can deliver them.
     let pods_healthy = shared.objects.health(ObjectKind::Pod).state(std::time::SystemTime::now()) == KindState::Healthy;
     let judged: Judged = local_eps
@@ -382,7 +388,14 @@ async fn recompute(shared: &Shared, allocator: &tokio::sync::Mutex<Allocator>) -
         changed
     });
     if report.upserts + report.removals > 0 {
-        info!(upserts = report.upserts, removals = report.removals, took = ?started.elapsed(), "policy applied");
+        info!(
+            upserts = report.upserts,
+            removals = report.removals,
+            policies_parsed = stats.policies_parsed,
+            endpoints_compiled = stats.endpoints_compiled,
+            took = ?started.elapsed(),
+            "policy applied"
+        );
     }
     for e in &report.errors {
         warn!(error = %e, "policy map update failed; the endpoint fails closed");

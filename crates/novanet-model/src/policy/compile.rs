@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -86,7 +87,8 @@ impl EndpointPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compiled {
-    pub endpoints: BTreeMap<Ipv4Addr, EndpointPolicy>,
+    /// Shared with the incremental compiler's cache ([`super::Incremental`]): a snapshot costs no copy.
+    pub endpoints: BTreeMap<Ipv4Addr, Arc<EndpointPolicy>>,
     pub rules: BTreeMap<u32, RuleRef>,
     pub notices: Vec<Notice>,
 }
@@ -99,22 +101,32 @@ pub fn compile(input: &PolicyInput, endpoints: &[Ipv4Addr]) -> Compiled {
     let mut compiled = BTreeMap::new();
     for ip in endpoints {
         let pod = pods.get(ip).copied();
-        let mut endpoint = EndpointPolicy {
-            pod: pod.map(PodView::key),
-            ingress: DirectionPolicy { isolated: input.default_deny, ..Default::default() },
-            egress: DirectionPolicy { isolated: input.default_deny, ..Default::default() },
-        };
-        if let Some(pod) = pod {
-            for policy in namespaced.get(pod.namespace.as_str()).into_iter().flatten() {
-                if policy.selects(pod) {
-                    apply(policy, pod, Direction::Ingress, &mut endpoint.ingress);
-                    apply(policy, pod, Direction::Egress, &mut endpoint.egress);
-                }
-            }
-        }
-        compiled.insert(*ip, endpoint);
+        let policies = pod.and_then(|pod| namespaced.get(pod.namespace.as_str()));
+        let selecting = policies.into_iter().flatten().copied().filter(|p| pod.is_some_and(|pod| p.selects(pod)));
+        compiled.insert(*ip, Arc::new(endpoint_policy(pod, selecting, input.default_deny)));
     }
     Compiled { endpoints: compiled, rules: parsed.rules, notices: parsed.notices }
+}
+
+/// The policy of one local endpoint: `pod` (`None`: no Pod in the input) and the policies of its
+/// namespace that select it, in name order.
+pub(crate) fn endpoint_policy<'a>(
+    pod: Option<&PodView>,
+    selecting: impl Iterator<Item = &'a ParsedPolicy>,
+    default_deny: bool,
+) -> EndpointPolicy {
+    let mut endpoint = EndpointPolicy {
+        pod: pod.map(PodView::key),
+        ingress: DirectionPolicy { isolated: default_deny, ..Default::default() },
+        egress: DirectionPolicy { isolated: default_deny, ..Default::default() },
+    };
+    if let Some(pod) = pod {
+        for policy in selecting {
+            apply(policy, pod, Direction::Ingress, &mut endpoint.ingress);
+            apply(policy, pod, Direction::Egress, &mut endpoint.egress);
+        }
+    }
+    endpoint
 }
 
 /// Adds what `policy` (which selects `pod`) allows in `direction`.

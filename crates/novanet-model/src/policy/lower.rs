@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use novanet_common::{CidrKey, CidrValue, IpcacheValue, PEER_ANY, PEER_CIDR_CLASS, PolicyKey, PolicyValue};
 
-use super::compile::{Allow, Compiled, DirectionPolicy, Peer, Ports};
+use super::compile::{Allow, Compiled, DirectionPolicy, EndpointPolicy, Peer, Ports};
 use super::ports::port_prefixes;
 use super::types::Direction;
 
@@ -116,18 +116,23 @@ fn block(peer: &Peer) -> Option<(Ipv4Net, &[Ipv4Net])> {
 pub fn lower(compiled: &Compiled) -> MapEntries {
     let mut out = MapEntries::default();
     for (ip, endpoint) in &compiled.endpoints {
-        let mut flags = 0;
-        if endpoint.ingress.isolated {
-            flags |= IpcacheValue::FLAG_INGRESS_ISOLATED;
-        }
-        if endpoint.egress.isolated {
-            flags |= IpcacheValue::FLAG_EGRESS_ISOLATED;
-        }
-        out.isolation.insert(*ip, flags);
-        lower_direction(&mut out, *ip, Direction::Ingress, &endpoint.ingress);
-        lower_direction(&mut out, *ip, Direction::Egress, &endpoint.egress);
+        lower_endpoint(&mut out, *ip, endpoint);
     }
     out
+}
+
+/// Adds the entries of one endpoint (keys of distinct endpoints never meet: each key holds its endpoint).
+pub(crate) fn lower_endpoint(out: &mut MapEntries, ip: Ipv4Addr, endpoint: &EndpointPolicy) {
+    let mut flags = 0;
+    if endpoint.ingress.isolated {
+        flags |= IpcacheValue::FLAG_INGRESS_ISOLATED;
+    }
+    if endpoint.egress.isolated {
+        flags |= IpcacheValue::FLAG_EGRESS_ISOLATED;
+    }
+    out.isolation.insert(ip, flags);
+    lower_direction(out, ip, Direction::Ingress, &endpoint.ingress);
+    lower_direction(out, ip, Direction::Egress, &endpoint.egress);
 }
 
 fn lower_direction(out: &mut MapEntries, ip: Ipv4Addr, direction: Direction, policy: &DirectionPolicy) {

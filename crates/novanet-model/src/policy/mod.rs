@@ -10,7 +10,9 @@
 //! 2. [`lower`]: [`MapEntries`], the keys and values of `NOVANET_POLICY`, `NOVANET_POLICY_CIDR` and the
 //!    isolation bits of `NOVANET_IPCACHE` for the local endpoints.
 //! 3. [`diff`]: what to write, in the order that never lets a packet see an allow neither state has.
-//! 4. [`trace`]: the verdict of both directions of a flow, by looking the lowered entries up as the
+//! 4. [`Incremental`]: steps 1 and 2 kept between changes, redoing only what a change can affect (the
+//!    agent's and the benchmark's way; equal to [`compile`] + [`lower`] by test).
+//! 5. [`trace`]: the verdict of both directions of a flow, by looking the lowered entries up as the
 //!    datapath does ([`lookup`]).
 //!
 //! Semantics are Kubernetes NetworkPolicy's (see the tests, written like the upstream netpol e2e suite):
@@ -27,6 +29,7 @@
 
 mod compile;
 mod diff;
+mod incremental;
 mod lookup;
 mod lower;
 mod parse;
@@ -40,6 +43,7 @@ mod tests;
 
 pub use compile::{Allow, Compiled, DirectionPolicy, EndpointPolicy, Peer, Ports, RuleRef, compile};
 pub use diff::{MapDiff, diff, removals, upserts};
+pub use incremental::{Incremental, UpdateStats};
 pub use lookup::{Lookup, Matched, lookup};
 pub use lower::{CidrEntries, MapEntries, PolicyEntries, lower};
 pub use parse::{Notice, Problem};

@@ -80,7 +80,7 @@ pub(crate) enum PeerKind {
     Cidr { cidr: Ipv4Net, except: Vec<Ipv4Net> },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedPeer {
     pub rule: u32,
     pub kind: PeerKind,
@@ -95,14 +95,14 @@ pub(crate) enum ParsedPort {
     Name(Protocol, String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedRule {
     pub peers: Vec<ParsedPeer>,
     /// `None`: all ports of all protocols. `Some(empty)`: every port entry was bad, nothing.
     pub ports: Option<Vec<ParsedPort>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedPolicy {
     pub id: String,
     pub namespace: String,
@@ -173,11 +173,37 @@ pub(crate) fn parse(input: &PolicyInput) -> Parsed {
     Parsed { policies, rules: ctx.rules, notices: ctx.notices }
 }
 
+/// One policy parsed alone: its rules numbered without regard to other policies' (so equal to what
+/// [`parse`] gives whenever no two policies' numbers meet, which the caller checks), its notices, and
+/// whether it reads pods (named ports: then a change of any pod may change it).
+pub(crate) struct ParsedAlone {
+    pub policy: ParsedPolicy,
+    pub rules: BTreeMap<u32, RuleRef>,
+    pub notices: Vec<Notice>,
+    pub reads_pods: bool,
+}
+
+/// [`parse`] of one policy; `resolved` memoizes selector resolutions across calls with the same input.
+pub(crate) fn parse_alone(
+    input: &PolicyInput,
+    resolved: &mut HashMap<String, Vec<u32>>,
+    p: &NetworkPolicy,
+) -> ParsedAlone {
+    let mut ctx = Ctx { input, rules: BTreeMap::new(), notices: Vec::new(), resolved: std::mem::take(resolved) };
+    let policy = parse_policy(&mut ctx, p);
+    *resolved = ctx.resolved;
+    let named = |rules: &Option<Vec<ParsedRule>>| {
+        rules.iter().flatten().flat_map(|r| r.ports.iter().flatten()).any(|p| matches!(p, ParsedPort::Name(..)))
+    };
+    let reads_pods = named(&policy.ingress) || named(&policy.egress);
+    ParsedAlone { policy, rules: ctx.rules, notices: ctx.notices, reads_pods }
+}
+
 fn policy_namespace(p: &NetworkPolicy) -> String {
     p.metadata.namespace.clone().unwrap_or_else(|| "default".into())
 }
 
-fn policy_id(p: &NetworkPolicy) -> (String, String) {
+pub(crate) fn policy_id(p: &NetworkPolicy) -> (String, String) {
     (policy_namespace(p), p.metadata.name.clone().unwrap_or_default())
 }
 

@@ -3,6 +3,7 @@
 //! the lowered entries.
 
 mod diff_tests;
+mod incremental_tests;
 mod lower_tests;
 mod notices;
 mod ports_and_names;
