@@ -87,6 +87,16 @@ fn main() -> anyhow::Result<()> {
     child::install_interrupt_flag()?;
     let loadavg_start = loadavg();
 
+    // CNI latency as installed: the agent's policy subsystem runs (an ADD waits for its pod's policy).
+    // Measured first, while this process is small: the lab starts every plugin with a fork, whose cost
+    // grows with the parent's memory (the policy parts below hold models of 10,000 policies).
+    let cni_name = format!("bench-cni-{}", std::process::id());
+    eprintln!("bringing up lab {cni_name}: node {NODE}, agent with its object source");
+    let mut cni_lab =
+        Lab::guard(&cni_name, &LabSpec { pods: Vec::new(), ..lab_spec()? }).context("bringing up the CNI lab")?;
+    let cni = cni_latency::measure(&mut cni_lab, NODE, args.pods as usize)?;
+    cni_lab.down().context("tearing the CNI lab down")?;
+
     let name = format!("bench-{}", std::process::id());
     eprintln!("bringing up lab {name}: node {NODE} with pods client and server (agent without object source)");
     // The policy arm and the change-to-enforcement model write the policy maps themselves: the agent's
@@ -155,12 +165,6 @@ fn main() -> anyhow::Result<()> {
 
     lab.down().context("tearing the lab down")?;
 
-    // CNI latency as installed: the agent's policy subsystem runs (an ADD waits for its pod's policy).
-    let cni_name = format!("bench-cni-{}", std::process::id());
-    eprintln!("bringing up lab {cni_name}: node {NODE}, agent with its object source");
-    let mut lab = Lab::guard(&cni_name, &LabSpec { pods: Vec::new(), ..lab_spec()? }).context("bringing up the CNI lab")?;
-    let cni = cni_latency::measure(&mut lab, NODE, args.pods as usize)?;
-    let teardown = lab.down();
 
     let environment = Environment {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
@@ -180,7 +184,6 @@ fn main() -> anyhow::Result<()> {
     } else {
         print!("{}", report.text());
     }
-    teardown.context("tearing the lab down")?;
     Ok(())
 }
 

@@ -169,7 +169,7 @@ impl StateFile {
         })?;
         fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(table).map_err(StateFileError::Encode)?;
+        let body = serde_json::to_vec(table).map_err(StateFileError::Encode)?;
         fs::write(&tmp, &body).map_err(io_err("writing", &tmp))?;
         fs::rename(&tmp, &self.path).map_err(io_err("renaming into", &self.path))?;
         Ok(())
