@@ -165,7 +165,6 @@ fn main() -> anyhow::Result<()> {
 
     lab.down().context("tearing the lab down")?;
 
-
     let environment = Environment {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
